@@ -1,0 +1,438 @@
+//! The analyzer: decode a photo once, prepare each model's input exactly as
+//! that model was trained, run the models a batch at a time, and turn their
+//! outputs into one `PhotoAnalysis` per photo.
+//!
+//! `prepare` is CPU work per photo (run it on a pool); `infer` runs one batch
+//! through every model. The dynamic batcher of the service calls the same two.
+
+use base64::Engine;
+use imaging::{DecodeMode, DecodeRequest, Limits, PreprocessSpec, RgbImage, Transform};
+
+use crate::analysis::{Face, PhotoAnalysis};
+use crate::backend::{Backend, Tensor};
+use crate::brisque::{quality_from_score, Brisque};
+use crate::captioner::{CaptionConcept, CaptionInput, Captioner, TemplateCaptioner};
+use crate::concepts::{softmax, ConceptMap, ConceptOptions};
+use crate::error::{ModelError, Result};
+use crate::faces::{self, Anchor};
+use crate::onnx_runtime::OrtBackend;
+use crate::repository::{FaceDetectorSpec, ModelEntry, ModelKind, Repository};
+
+/// How models are loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Model names to load; empty means one of each kind.
+    pub models: Vec<String>,
+    /// ONNX Runtime intra-op threads per session.
+    pub intra_threads: usize,
+    /// Override every model's decode mode (`exact` matches training).
+    pub decode: Option<DecodeMode>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            models: Vec::new(),
+            intra_threads: 1,
+            decode: None,
+        }
+    }
+}
+
+/// Per-request knobs.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    pub top_k: usize,
+    pub min_confidence: f32,
+    pub embedding: bool,
+    /// Overrides the face model's `release_threshold`.
+    pub release_threshold: Option<f32>,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            top_k: 10,
+            min_confidence: 0.05,
+            embedding: false,
+            release_threshold: None,
+        }
+    }
+}
+
+struct Classifier {
+    name: String,
+    backend: Box<dyn Backend>,
+    spec: PreprocessSpec,
+    concepts: ConceptMap,
+    logits: String,
+    features: Option<String>,
+}
+
+struct FaceDetector {
+    name: String,
+    backend: Box<dyn Backend>,
+    spec: PreprocessSpec,
+    config: FaceDetectorSpec,
+    regressors: String,
+    classificators: String,
+    anchors: Vec<Anchor>,
+}
+
+struct Quality {
+    brisque: Brisque,
+    max_side: u32,
+}
+
+struct TextCaptioner {
+    captioner: Box<dyn Captioner>,
+    max_captions: usize,
+}
+
+/// Loaded models, ready to analyze photos. Shareable across threads.
+pub struct Analyzer {
+    classifier: Option<Classifier>,
+    faces: Option<FaceDetector>,
+    quality: Option<Quality>,
+    captioner: Option<TextCaptioner>,
+}
+
+/// One photo decoded and turned into every model's input.
+pub struct Prepared {
+    classifier_input: Option<Vec<f32>>,
+    face_input: Option<(Vec<f32>, Transform)>,
+    brisque: Option<f64>,
+    /// Decoded (possibly shrunk-on-load) size, oriented.
+    decoded: (u32, u32),
+    /// Full-resolution size, oriented.
+    original: (u32, u32),
+}
+
+impl Prepared {
+    pub fn original_size(&self) -> (u32, u32) {
+        self.original
+    }
+}
+
+fn config_err(entry: &ModelEntry, reason: &str) -> ModelError {
+    ModelError::Config {
+        path: entry.dir.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+fn output_name(entry: &ModelEntry, role: &str) -> Option<String> {
+    entry.config.onnx.as_ref()?.outputs.get(role).cloned()
+}
+
+fn preprocess(entry: &ModelEntry, opts: &LoadOptions) -> Result<PreprocessSpec> {
+    let mut spec = entry
+        .config
+        .preprocess
+        .clone()
+        .ok_or_else(|| config_err(entry, "no [preprocess] section"))?;
+    if let Some(mode) = opts.decode {
+        spec.decode = mode;
+    }
+    Ok(spec)
+}
+
+impl Analyzer {
+    /// Loads the chosen models with ONNX Runtime (initialised beforehand with
+    /// `onnx_runtime::init_runtime`).
+    pub fn load(repo: &Repository, opts: &LoadOptions) -> Result<Analyzer> {
+        Analyzer::load_with(repo, opts, &mut |entry| Ok(Box::new(OrtBackend::load(entry, opts.intra_threads)?)))
+    }
+
+    /// Loads with a caller-supplied backend per ONNX model (tests use fakes).
+    pub fn load_with(
+        repo: &Repository,
+        opts: &LoadOptions,
+        backend: &mut dyn FnMut(&ModelEntry) -> Result<Box<dyn Backend>>,
+    ) -> Result<Analyzer> {
+        let chosen: Vec<&ModelEntry> = if opts.models.is_empty() {
+            [ModelKind::Classifier, ModelKind::FaceDetector, ModelKind::Quality, ModelKind::Captioner]
+                .into_iter()
+                .filter_map(|k| repo.first_of(k))
+                .collect()
+        } else {
+            opts.models.iter().map(|n| repo.get(n)).collect::<Result<_>>()?
+        };
+        let mut analyzer = Analyzer {
+            classifier: None,
+            faces: None,
+            quality: None,
+            captioner: None,
+        };
+        for entry in chosen {
+            let c = &entry.config;
+            match c.kind {
+                ModelKind::Classifier => {
+                    let spec = c.classifier.as_ref().ok_or_else(|| config_err(entry, "no [classifier] section"))?;
+                    analyzer.classifier = Some(Classifier {
+                        name: c.name.clone(),
+                        backend: backend(entry)?,
+                        spec: preprocess(entry, opts)?,
+                        concepts: ConceptMap::load(&entry.path(&spec.concepts))
+                            .map_err(|e| config_err(entry, &e.to_string()))?,
+                        logits: output_name(entry, "logits").unwrap_or_default(),
+                        features: output_name(entry, "features"),
+                    });
+                }
+                ModelKind::FaceDetector => {
+                    analyzer.faces = Some(FaceDetector {
+                        name: c.name.clone(),
+                        backend: backend(entry)?,
+                        spec: preprocess(entry, opts)?,
+                        config: c.face_detector.clone().ok_or_else(|| config_err(entry, "no [face_detector] section"))?,
+                        regressors: output_name(entry, "regressors").unwrap_or_default(),
+                        classificators: output_name(entry, "classificators").unwrap_or_default(),
+                        anchors: faces::short_range_anchors(),
+                    });
+                }
+                ModelKind::Quality => {
+                    let spec = c.brisque.as_ref().ok_or_else(|| config_err(entry, "no [brisque] section"))?;
+                    let brisque = Brisque::load(&entry.path(&spec.model), &entry.path(&spec.range))
+                        .map_err(|e| config_err(entry, &e.to_string()))?;
+                    analyzer.quality = Some(Quality {
+                        brisque,
+                        max_side: spec.max_side,
+                    });
+                }
+                ModelKind::Captioner => {
+                    let spec = c.captioner.as_ref().ok_or_else(|| config_err(entry, "no [captioner] section"))?;
+                    if spec.implementation != "template" {
+                        return Err(config_err(entry, "only the `template` captioner is built in"));
+                    }
+                    analyzer.captioner = Some(TextCaptioner {
+                        captioner: Box::new(TemplateCaptioner::default()),
+                        max_captions: spec.max_captions,
+                    });
+                }
+            }
+        }
+        Ok(analyzer)
+    }
+
+    /// Names of the loaded models.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        names.extend(self.classifier.as_ref().map(|c| c.name.as_str()));
+        names.extend(self.faces.as_ref().map(|f| f.name.as_str()));
+        names
+    }
+
+    /// The smallest decode that still serves every loaded model: `None` (full
+    /// decode) as soon as one model wants exact pixels.
+    fn decode_min_size(&self, width: u32, height: u32) -> Option<(u32, u32)> {
+        let specs = self.classifier.iter().map(|c| &c.spec).chain(self.faces.iter().map(|f| &f.spec));
+        let mut need = (0u32, 0u32);
+        for spec in specs {
+            let (w, h) = spec.decode_min_size(width, height)?;
+            need = (need.0.max(w), need.1.max(h));
+        }
+        if self.quality.is_some() {
+            // BRISQUE runs on a downscale of at most max_side on the long side.
+            let side = self.quality.as_ref().map_or(0, |q| q.max_side);
+            let scale = side as f32 / width.max(height) as f32;
+            if scale < 1.0 {
+                need = (need.0.max((width as f32 * scale) as u32), need.1.max((height as f32 * scale) as u32));
+            } else {
+                return None;
+            }
+        }
+        Some(need)
+    }
+
+    /// Decodes a photo once and prepares every loaded model's input. CPU-bound.
+    pub fn prepare(&self, bytes: &[u8], limits: &Limits) -> std::result::Result<Prepared, imaging::ImagingError> {
+        let header = imaging::probe(bytes, limits)?;
+        let (w, h) = if matches!(header.orientation, 5..=8) {
+            (header.height, header.width)
+        } else {
+            (header.width, header.height)
+        };
+        let request = DecodeRequest {
+            limits: limits.clone(),
+            min_size: self.decode_min_size(w, h),
+        };
+        let decoded = imaging::decode(bytes, &request)?;
+        let image = &decoded.image;
+        let tensor = |spec: &PreprocessSpec| {
+            let resized = spec.resize(image);
+            let mut input = vec![0.0f32; spec.tensor_len()];
+            spec.write_tensor(&resized.image, &mut input);
+            (input, resized.transform)
+        };
+        Ok(Prepared {
+            classifier_input: self.classifier.as_ref().map(|c| tensor(&c.spec).0),
+            face_input: self.faces.as_ref().map(|f| tensor(&f.spec)),
+            brisque: self.quality.as_ref().map(|q| brisque_score(q, image)),
+            decoded: (image.width, image.height),
+            original: (decoded.original_width, decoded.original_height),
+        })
+    }
+
+    /// Runs a batch of prepared photos through every model.
+    pub fn infer(&self, photos: &[(String, Prepared)], opts: &AnalyzeOptions) -> Result<Vec<PhotoAnalysis>> {
+        let mut results: Vec<PhotoAnalysis> = photos
+            .iter()
+            .map(|(id, p)| PhotoAnalysis {
+                photo_id: id.clone(),
+                concepts: Vec::new(),
+                confidence: 0.0,
+                quality: p.brisque.map(quality_from_score),
+                brisque: p.brisque.map(|s| s as f32),
+                faces: Vec::new(),
+                model_release_required: false,
+                captions: Vec::new(),
+                embedding: None,
+                size: [p.original.0, p.original.1],
+            })
+            .collect();
+        if photos.is_empty() {
+            return Ok(results);
+        }
+        if let Some(c) = &self.classifier {
+            self.classify(c, photos, opts, &mut results)?;
+        }
+        if let Some(f) = &self.faces {
+            detect_faces(f, photos, opts, &mut results)?;
+        }
+        Ok(results)
+    }
+
+    fn classify(
+        &self,
+        c: &Classifier,
+        photos: &[(String, Prepared)],
+        opts: &AnalyzeOptions,
+        results: &mut [PhotoAnalysis],
+    ) -> Result<()> {
+        let inputs: Vec<&[f32]> = photos.iter().filter_map(|(_, p)| p.classifier_input.as_deref()).collect();
+        let outputs = c.backend.infer(stack(&inputs, &[3, c.spec.height as usize, c.spec.width as usize]))?;
+        let logits = output(&outputs, &c.logits, &c.name, photos.len())?;
+        let features = match (&c.features, opts.embedding) {
+            (Some(name), true) => Some(output(&outputs, name, &c.name, photos.len())?),
+            _ => None,
+        };
+        let concept_opts = ConceptOptions {
+            top_k: opts.top_k,
+            min_confidence: opts.min_confidence,
+            include_broad: true,
+        };
+        for (i, result) in results.iter_mut().enumerate() {
+            let probs = softmax(logits.item(i));
+            result.confidence = probs.iter().copied().fold(0.0, f32::max);
+            result.concepts = c.concepts.score(&probs, &concept_opts);
+            if let Some(cap) = &self.captioner {
+                let classes = c.concepts.score(
+                    &probs,
+                    &ConceptOptions {
+                        top_k: 5,
+                        min_confidence: 0.0,
+                        include_broad: false,
+                    },
+                );
+                let concepts: Vec<CaptionConcept> = classes
+                    .into_iter()
+                    .map(|(name, confidence)| CaptionConcept {
+                        groups: c.concepts.groups_of(&name),
+                        name,
+                        confidence,
+                    })
+                    .collect();
+                result.captions = cap.captioner.caption(&CaptionInput { concepts: &concepts }, cap.max_captions);
+            }
+            if let Some(features) = &features {
+                result.embedding = Some(encode_embedding(features.item(i)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn detect_faces(
+    f: &FaceDetector,
+    photos: &[(String, Prepared)],
+    opts: &AnalyzeOptions,
+    results: &mut [PhotoAnalysis],
+) -> Result<()> {
+    let inputs: Vec<&[f32]> = photos.iter().filter_map(|(_, p)| p.face_input.as_ref().map(|(t, _)| t.as_slice())).collect();
+    let outputs = f.backend.infer(stack(&inputs, &[3, f.spec.height as usize, f.spec.width as usize]))?;
+    let regressors = output(&outputs, &f.regressors, &f.name, photos.len())?;
+    let classificators = output(&outputs, &f.classificators, &f.name, photos.len())?;
+    let release = opts.release_threshold.unwrap_or(f.config.release_threshold);
+    for (i, ((_, prepared), result)) in photos.iter().zip(results.iter_mut()).enumerate() {
+        let Some((_, transform)) = &prepared.face_input else { continue };
+        let detections = faces::decode(
+            regressors.item(i),
+            classificators.item(i),
+            &f.anchors,
+            f.config.score_threshold,
+            f.config.iou_threshold,
+        );
+        // Input 0..1 → model pixels → decoded pixels → original pixels.
+        let sx = prepared.original.0 as f32 / prepared.decoded.0 as f32;
+        let sy = prepared.original.1 as f32 / prepared.decoded.1 as f32;
+        let (ow, oh) = (prepared.original.0 as f32, prepared.original.1 as f32);
+        result.faces = detections
+            .iter()
+            .map(|d| {
+                let (x1, y1) = transform.to_source(d.bbox[0] * f.spec.width as f32, d.bbox[1] * f.spec.height as f32);
+                let (x2, y2) = transform.to_source(d.bbox[2] * f.spec.width as f32, d.bbox[3] * f.spec.height as f32);
+                let px = |v: f32, scale: f32, max: f32| (v * scale).clamp(0.0, max).round() as u32;
+                Face {
+                    bbox: [px(x1, sx, ow), px(y1, sy, oh), px(x2, sx, ow), px(y2, sy, oh)],
+                    score: d.score,
+                }
+            })
+            .collect();
+        result.model_release_required = result.faces.iter().any(|face| face.score >= release);
+    }
+    Ok(())
+}
+
+fn brisque_score(q: &Quality, image: &RgbImage) -> f64 {
+    let long = image.width.max(image.height);
+    if long <= q.max_side {
+        return q.brisque.score_rgb(&image.data, image.width, image.height);
+    }
+    // Area-like downscale with an antialiased filter before scoring.
+    let scale = q.max_side as f32 / long as f32;
+    let (w, h) = (((image.width as f32 * scale).round() as u32).max(1), ((image.height as f32 * scale).round() as u32).max(1));
+    let small = imaging::resize_exact(image, w, h, imaging::Filter::Bilinear);
+    q.brisque.score_rgb(&small.data, small.width, small.height)
+}
+
+/// Concatenates per-photo inputs into one batch tensor.
+fn stack(items: &[&[f32]], item_shape: &[usize]) -> Tensor {
+    let mut data = Vec::with_capacity(items.iter().map(|i| i.len()).sum());
+    for item in items {
+        data.extend_from_slice(item);
+    }
+    let mut shape = vec![items.len()];
+    shape.extend_from_slice(item_shape);
+    Tensor::new(shape, data)
+}
+
+fn output<'a>(outputs: &'a crate::backend::Outputs, name: &str, model: &str, batch: usize) -> Result<&'a Tensor> {
+    let tensor = outputs.get(name).ok_or_else(|| ModelError::BadOutput {
+        model: model.to_string(),
+        reason: format!("no output named `{name}`"),
+    })?;
+    if tensor.batch() != batch {
+        return Err(ModelError::BadOutput {
+            model: model.to_string(),
+            reason: format!("`{name}` has batch {} for {batch} inputs", tensor.batch()),
+        });
+    }
+    Ok(tensor)
+}
+
+/// L2-normalises and encodes as base64 of little-endian float32.
+pub fn encode_embedding(features: &[f32]) -> String {
+    let norm = features.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    let bytes: Vec<u8> = features.iter().flat_map(|v| (v / norm).to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

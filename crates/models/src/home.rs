@@ -1,0 +1,59 @@
+//! The Darkroom home: one folder holding the download cache, the model
+//! repository, the ONNX Runtime library and the sample photos.
+
+use std::path::{Path, PathBuf};
+
+/// The ONNX Runtime version the `ort` crate's `api-31` feature speaks to.
+pub const ORT_VERSION: &str = "1.32.0";
+/// File name of the runtime library inside the home's `lib/`.
+pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.32.0";
+
+/// Environment variable that overrides the default home (`./var`).
+pub const HOME_ENV: &str = "DARKROOM_HOME";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    /// `$DARKROOM_HOME`, else `./var`.
+    pub fn from_env() -> Home {
+        Home::new(std::env::var_os(HOME_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("var")))
+    }
+
+    /// Downloaded packages, kept so a second fetch does no work.
+    pub fn downloads(&self) -> PathBuf {
+        self.root.join("cache/downloads")
+    }
+    /// The model repository: one folder per model.
+    pub fn models(&self) -> PathBuf {
+        self.root.join("models")
+    }
+    /// The ONNX Runtime shared library.
+    pub fn ort_library(&self) -> PathBuf {
+        self.root.join("lib").join(ORT_LIBRARY)
+    }
+    /// Small real photos (scikit-image's data set) for trying Darkroom out.
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    /// Real camera JPEGs with EXIF (Debian mate-backgrounds) for benchmarks.
+    pub fn camera_photos(&self) -> PathBuf {
+        self.root.join("photos/camera")
+    }
+    /// Python tools used only while building the repository.
+    pub fn venv(&self) -> PathBuf {
+        self.root.join("venv")
+    }
+    pub fn venv_python(&self) -> PathBuf {
+        self.venv().join("bin/python")
+    }
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.join(rel)
+    }
+}

@@ -1,0 +1,92 @@
+//! The ONNX Runtime backend, loaded at run time (`load-dynamic`) from the
+//! `libonnxruntime.so` that the set-up step takes out of the PyPI wheel.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::session::Session;
+use ort::value::Tensor as OrtTensor;
+
+use crate::backend::{Backend, Outputs, Tensor};
+use crate::error::{ModelError, Result};
+use crate::home::ORT_VERSION;
+use crate::repository::ModelEntry;
+
+
+/// One environment per process: ONNX Runtime refuses a second.
+static ENVIRONMENT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+
+/// Loads the runtime library once. Later calls return the first outcome.
+pub fn init_runtime(library: &Path) -> Result<()> {
+    let outcome = ENVIRONMENT.get_or_init(|| {
+        if !library.is_file() {
+            return Err(format!(
+                "{} not found; run `darkroom models fetch` (it takes the library out of the onnxruntime=={ORT_VERSION} wheel)",
+                library.display()
+            ));
+        }
+        let builder = ort::init_from(library).map_err(|e| format!("loading {}: {e}", library.display()))?;
+        // `build` registers the environment globally; the handle may be dropped.
+        builder
+            .with_name("darkroom")
+            .build()
+            .map_err(|e| format!("creating the ONNX Runtime environment: {e}"))?;
+        Ok(library.to_path_buf())
+    });
+    outcome.as_ref().map(|_| ()).map_err(|e| ModelError::Runtime(e.clone()))
+}
+
+/// One loaded ONNX session. `Session::run` needs `&mut`, so a mutex makes the
+/// backend shareable; the batcher gives each instance its own thread, so the
+/// lock is uncontended in the service.
+pub struct OrtBackend {
+    name: String,
+    input: String,
+    /// Guards the session: ONNX Runtime sessions run one call at a time here.
+    session: Mutex<Session>,
+    outputs: Vec<String>,
+}
+
+impl OrtBackend {
+    /// Opens the model's ONNX file with `intra_threads` threads per call.
+    pub fn load(entry: &ModelEntry, intra_threads: usize) -> Result<OrtBackend> {
+        let spec = entry.config.onnx.as_ref().ok_or_else(|| ModelError::Config {
+            path: entry.dir.clone(),
+            reason: "model has no [onnx] section".into(),
+        })?;
+        let path = entry.path(&spec.file);
+        let rt = |e: ort::Error| ModelError::Runtime(format!("{}: {e}", path.display()));
+        let session = Session::builder()
+            .map_err(rt)?
+            .with_intra_threads(intra_threads.max(1))
+            .map_err(|e| rt(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| rt(e.into()))?
+            .commit_from_file(&path)
+            .map_err(rt)?;
+        let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        Ok(OrtBackend {
+            name: entry.config.name.clone(),
+            input: spec.input.clone(),
+            session: Mutex::new(session),
+            outputs,
+        })
+    }
+}
+
+impl Backend for OrtBackend {
+    fn infer(&self, input: Tensor) -> Result<Outputs> {
+        let rt = |e: ort::Error| ModelError::Runtime(format!("{}: {e}", self.name));
+        let value = OrtTensor::from_array((input.shape.clone(), input.data)).map_err(rt)?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(ort::inputs![self.input.as_str() => value]).map_err(rt)?;
+        let mut result = Outputs::new();
+        for name in &self.outputs {
+            let Some(value) = outputs.get(name) else { continue };
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(rt)?;
+            let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
+            result.insert(name.clone(), Tensor::new(shape, data.to_vec()));
+        }
+        Ok(result)
+    }
+}
