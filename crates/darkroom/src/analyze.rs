@@ -23,7 +23,7 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 10)]
     top_k: usize,
     /// Drop concepts below this confidence.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.1)]
     min_confidence: f32,
     /// A face scoring at least this makes `modelReleaseRequired` true (default: the face model's config).
     #[arg(long)]
@@ -143,8 +143,10 @@ pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let progress = if photos.len() > 1 {
         let bar = ProgressBar::new(photos.len() as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} photos ({per_sec}, eta {eta})")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} photos ({per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
         );
         bar
     } else {
@@ -211,7 +213,12 @@ pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn prepare(analyzer: &Analyzer, path: &Path, limits: &imaging::Limits, id: IdMode) -> Result<(String, Prepared), String> {
+fn prepare(
+    analyzer: &Analyzer,
+    path: &Path,
+    limits: &imaging::Limits,
+    id: IdMode,
+) -> Result<(String, Prepared), String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let photo_id = match id {
         IdMode::Path => path.display().to_string(),

@@ -26,8 +26,10 @@ pub fn run(home: &Home, command: ModelsCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelsCommand::Fetch { python } => {
             let started = std::time::Instant::now();
-            let report = fetch(home, &FetchOptions { python }, &mut |line| eprintln!("{line}"))
-                .context("darkroom models fetch")?;
+            let report = fetch(home, &FetchOptions { python }, &mut |line| {
+                eprintln!("{line}")
+            })
+            .context("darkroom models fetch")?;
             eprintln!(
                 "models: {} built, {} up to date in {:.1}s under {}",
                 report.built.len(),
@@ -39,21 +41,39 @@ pub fn run(home: &Home, command: ModelsCommand) -> anyhow::Result<ExitCode> {
         }
         ModelsCommand::List => {
             let repo = Repository::open(&home.models())?;
-            println!("{:<24} {:<14} {:<16} {:<10} description", "name", "kind", "input", "batch");
+            println!(
+                "{:<24} {:<14} {:<16} {:<10} description",
+                "name", "kind", "input", "batch"
+            );
             for m in &repo.models {
                 let c = &m.config;
                 let input = c
                     .onnx
                     .as_ref()
-                    .map(|o| o.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"))
+                    .map(|o| {
+                        o.input_shape
+                            .iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join("x")
+                    })
                     .unwrap_or_else(|| "-".into());
                 let batch = if c.onnx.is_some() {
-                    format!("{}/{}ms", c.batching.max_batch_size, c.batching.max_queue_delay_ms)
+                    format!(
+                        "{}/{}ms",
+                        c.batching.max_batch_size, c.batching.max_queue_delay_ms
+                    )
                 } else {
                     "-".into()
                 };
-                let kind = serde_json::to_value(c.kind)?.as_str().unwrap_or_default().to_string();
-                println!("{:<24} {:<14} {:<16} {:<10} {}", c.name, kind, input, batch, c.description);
+                let kind = serde_json::to_value(c.kind)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                println!(
+                    "{:<24} {:<14} {:<16} {:<10} {}",
+                    c.name, kind, input, batch, c.description
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

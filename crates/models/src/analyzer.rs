@@ -53,7 +53,7 @@ impl Default for AnalyzeOptions {
     fn default() -> Self {
         AnalyzeOptions {
             top_k: 10,
-            min_confidence: 0.05,
+            min_confidence: 0.1,
             embedding: false,
             release_threshold: None,
         }
@@ -102,8 +102,6 @@ pub struct Prepared {
     classifier_input: Option<Vec<f32>>,
     face_input: Option<(Vec<f32>, Transform)>,
     brisque: Option<f64>,
-    /// Decoded (possibly shrunk-on-load) size, oriented.
-    decoded: (u32, u32),
     /// Full-resolution size, oriented.
     original: (u32, u32),
 }
@@ -141,7 +139,9 @@ impl Analyzer {
     /// Loads the chosen models with ONNX Runtime (initialised beforehand with
     /// `onnx_runtime::init_runtime`).
     pub fn load(repo: &Repository, opts: &LoadOptions) -> Result<Analyzer> {
-        Analyzer::load_with(repo, opts, &mut |entry| Ok(Box::new(OrtBackend::load(entry, opts.intra_threads)?)))
+        Analyzer::load_with(repo, opts, &mut |entry| {
+            Ok(Box::new(OrtBackend::load(entry, opts.intra_threads)?))
+        })
     }
 
     /// Loads with a caller-supplied backend per ONNX model (tests use fakes).
@@ -151,12 +151,20 @@ impl Analyzer {
         backend: &mut dyn FnMut(&ModelEntry) -> Result<Box<dyn Backend>>,
     ) -> Result<Analyzer> {
         let chosen: Vec<&ModelEntry> = if opts.models.is_empty() {
-            [ModelKind::Classifier, ModelKind::FaceDetector, ModelKind::Quality, ModelKind::Captioner]
-                .into_iter()
-                .filter_map(|k| repo.first_of(k))
-                .collect()
+            [
+                ModelKind::Classifier,
+                ModelKind::FaceDetector,
+                ModelKind::Quality,
+                ModelKind::Captioner,
+            ]
+            .into_iter()
+            .filter_map(|k| repo.first_of(k))
+            .collect()
         } else {
-            opts.models.iter().map(|n| repo.get(n)).collect::<Result<_>>()?
+            opts.models
+                .iter()
+                .map(|n| repo.get(n))
+                .collect::<Result<_>>()?
         };
         let mut analyzer = Analyzer {
             classifier: None,
@@ -168,12 +176,15 @@ impl Analyzer {
             let c = &entry.config;
             match c.kind {
                 ModelKind::Classifier => {
-                    let spec = c.classifier.as_ref().ok_or_else(|| config_err(entry, "no [classifier] section"))?;
+                    let spec = c
+                        .classifier
+                        .as_ref()
+                        .ok_or_else(|| config_err(entry, "no [classifier] section"))?;
                     analyzer.classifier = Some(Classifier {
                         name: c.name.clone(),
                         backend: backend(entry)?,
                         spec: preprocess(entry, opts)?,
-                        concepts: ConceptMap::load(&entry.path(&spec.concepts))
+                        concepts: ConceptMap::load(entry.path(&spec.concepts))
                             .map_err(|e| config_err(entry, &e.to_string()))?,
                         logits: output_name(entry, "logits").unwrap_or_default(),
                         features: output_name(entry, "features"),
@@ -184,14 +195,20 @@ impl Analyzer {
                         name: c.name.clone(),
                         backend: backend(entry)?,
                         spec: preprocess(entry, opts)?,
-                        config: c.face_detector.clone().ok_or_else(|| config_err(entry, "no [face_detector] section"))?,
+                        config: c
+                            .face_detector
+                            .clone()
+                            .ok_or_else(|| config_err(entry, "no [face_detector] section"))?,
                         regressors: output_name(entry, "regressors").unwrap_or_default(),
                         classificators: output_name(entry, "classificators").unwrap_or_default(),
                         anchors: faces::short_range_anchors(),
                     });
                 }
                 ModelKind::Quality => {
-                    let spec = c.brisque.as_ref().ok_or_else(|| config_err(entry, "no [brisque] section"))?;
+                    let spec = c
+                        .brisque
+                        .as_ref()
+                        .ok_or_else(|| config_err(entry, "no [brisque] section"))?;
                     let brisque = Brisque::load(&entry.path(&spec.model), &entry.path(&spec.range))
                         .map_err(|e| config_err(entry, &e.to_string()))?;
                     analyzer.quality = Some(Quality {
@@ -200,9 +217,15 @@ impl Analyzer {
                     });
                 }
                 ModelKind::Captioner => {
-                    let spec = c.captioner.as_ref().ok_or_else(|| config_err(entry, "no [captioner] section"))?;
+                    let spec = c
+                        .captioner
+                        .as_ref()
+                        .ok_or_else(|| config_err(entry, "no [captioner] section"))?;
                     if spec.implementation != "template" {
-                        return Err(config_err(entry, "only the `template` captioner is built in"));
+                        return Err(config_err(
+                            entry,
+                            "only the `template` captioner is built in",
+                        ));
                     }
                     analyzer.captioner = Some(TextCaptioner {
                         captioner: Box::new(TemplateCaptioner::default()),
@@ -225,18 +248,24 @@ impl Analyzer {
     /// The smallest decode that still serves every loaded model: `None` (full
     /// decode) as soon as one model wants exact pixels.
     fn decode_min_size(&self, width: u32, height: u32) -> Option<(u32, u32)> {
-        let specs = self.classifier.iter().map(|c| &c.spec).chain(self.faces.iter().map(|f| &f.spec));
+        let specs = self
+            .classifier
+            .iter()
+            .map(|c| &c.spec)
+            .chain(self.faces.iter().map(|f| &f.spec));
         let mut need = (0u32, 0u32);
         for spec in specs {
             let (w, h) = spec.decode_min_size(width, height)?;
             need = (need.0.max(w), need.1.max(h));
         }
-        if self.quality.is_some() {
+        if let Some(q) = &self.quality {
             // BRISQUE runs on a downscale of at most max_side on the long side.
-            let side = self.quality.as_ref().map_or(0, |q| q.max_side);
-            let scale = side as f32 / width.max(height) as f32;
+            let scale = q.max_side as f32 / width.max(height) as f32;
             if scale < 1.0 {
-                need = (need.0.max((width as f32 * scale) as u32), need.1.max((height as f32 * scale) as u32));
+                need = (
+                    need.0.max((width as f32 * scale) as u32),
+                    need.1.max((height as f32 * scale) as u32),
+                );
             } else {
                 return None;
             }
@@ -245,7 +274,11 @@ impl Analyzer {
     }
 
     /// Decodes a photo once and prepares every loaded model's input. CPU-bound.
-    pub fn prepare(&self, bytes: &[u8], limits: &Limits) -> std::result::Result<Prepared, imaging::ImagingError> {
+    pub fn prepare(
+        &self,
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> std::result::Result<Prepared, imaging::ImagingError> {
         let header = imaging::probe(bytes, limits)?;
         let (w, h) = if matches!(header.orientation, 5..=8) {
             (header.height, header.width)
@@ -253,13 +286,15 @@ impl Analyzer {
             (header.width, header.height)
         };
         let request = DecodeRequest {
-            limits: limits.clone(),
+            limits: *limits,
             min_size: self.decode_min_size(w, h),
         };
         let decoded = imaging::decode(bytes, &request)?;
         let image = &decoded.image;
         let tensor = |spec: &PreprocessSpec| {
-            let resized = spec.resize(image);
+            // Planned on the full-resolution size, so the transform maps to the
+            // original photo even when the decode was shrunk on load.
+            let resized = spec.resize_decoded(&decoded);
             let mut input = vec![0.0f32; spec.tensor_len()];
             spec.write_tensor(&resized.image, &mut input);
             (input, resized.transform)
@@ -267,14 +302,22 @@ impl Analyzer {
         Ok(Prepared {
             classifier_input: self.classifier.as_ref().map(|c| tensor(&c.spec).0),
             face_input: self.faces.as_ref().map(|f| tensor(&f.spec)),
-            brisque: self.quality.as_ref().map(|q| brisque_score(q, image)),
-            decoded: (image.width, image.height),
+            // A photo too small or too flat for the statistics gives NaN: no score.
+            brisque: self
+                .quality
+                .as_ref()
+                .map(|q| quality_score(&q.brisque, image, q.max_side))
+                .filter(|s| s.is_finite()),
             original: (decoded.original_width, decoded.original_height),
         })
     }
 
     /// Runs a batch of prepared photos through every model.
-    pub fn infer(&self, photos: &[(String, Prepared)], opts: &AnalyzeOptions) -> Result<Vec<PhotoAnalysis>> {
+    pub fn infer(
+        &self,
+        photos: &[(String, Prepared)],
+        opts: &AnalyzeOptions,
+    ) -> Result<Vec<PhotoAnalysis>> {
         let mut results: Vec<PhotoAnalysis> = photos
             .iter()
             .map(|(id, p)| PhotoAnalysis {
@@ -309,8 +352,14 @@ impl Analyzer {
         opts: &AnalyzeOptions,
         results: &mut [PhotoAnalysis],
     ) -> Result<()> {
-        let inputs: Vec<&[f32]> = photos.iter().filter_map(|(_, p)| p.classifier_input.as_deref()).collect();
-        let outputs = c.backend.infer(stack(&inputs, &[3, c.spec.height as usize, c.spec.width as usize]))?;
+        let inputs: Vec<&[f32]> = photos
+            .iter()
+            .filter_map(|(_, p)| p.classifier_input.as_deref())
+            .collect();
+        let outputs = c.backend.infer(stack(
+            &inputs,
+            &[3, c.spec.height as usize, c.spec.width as usize],
+        ))?;
         let logits = output(&outputs, &c.logits, &c.name, photos.len())?;
         let features = match (&c.features, opts.embedding) {
             (Some(name), true) => Some(output(&outputs, name, &c.name, photos.len())?),
@@ -342,7 +391,12 @@ impl Analyzer {
                         confidence,
                     })
                     .collect();
-                result.captions = cap.captioner.caption(&CaptionInput { concepts: &concepts }, cap.max_captions);
+                result.captions = cap.captioner.caption(
+                    &CaptionInput {
+                        concepts: &concepts,
+                    },
+                    cap.max_captions,
+                );
             }
             if let Some(features) = &features {
                 result.embedding = Some(encode_embedding(features.item(i)));
@@ -358,13 +412,21 @@ fn detect_faces(
     opts: &AnalyzeOptions,
     results: &mut [PhotoAnalysis],
 ) -> Result<()> {
-    let inputs: Vec<&[f32]> = photos.iter().filter_map(|(_, p)| p.face_input.as_ref().map(|(t, _)| t.as_slice())).collect();
-    let outputs = f.backend.infer(stack(&inputs, &[3, f.spec.height as usize, f.spec.width as usize]))?;
+    let inputs: Vec<&[f32]> = photos
+        .iter()
+        .filter_map(|(_, p)| p.face_input.as_ref().map(|(t, _)| t.as_slice()))
+        .collect();
+    let outputs = f.backend.infer(stack(
+        &inputs,
+        &[3, f.spec.height as usize, f.spec.width as usize],
+    ))?;
     let regressors = output(&outputs, &f.regressors, &f.name, photos.len())?;
     let classificators = output(&outputs, &f.classificators, &f.name, photos.len())?;
     let release = opts.release_threshold.unwrap_or(f.config.release_threshold);
     for (i, ((_, prepared), result)) in photos.iter().zip(results.iter_mut()).enumerate() {
-        let Some((_, transform)) = &prepared.face_input else { continue };
+        let Some((_, transform)) = &prepared.face_input else {
+            continue;
+        };
         let detections = faces::decode(
             regressors.item(i),
             classificators.item(i),
@@ -372,18 +434,22 @@ fn detect_faces(
             f.config.score_threshold,
             f.config.iou_threshold,
         );
-        // Input 0..1 → model pixels → decoded pixels → original pixels.
-        let sx = prepared.original.0 as f32 / prepared.decoded.0 as f32;
-        let sy = prepared.original.1 as f32 / prepared.decoded.1 as f32;
+        // Input 0..1 → model pixels → original photo pixels.
         let (ow, oh) = (prepared.original.0 as f32, prepared.original.1 as f32);
         result.faces = detections
             .iter()
             .map(|d| {
-                let (x1, y1) = transform.to_source(d.bbox[0] * f.spec.width as f32, d.bbox[1] * f.spec.height as f32);
-                let (x2, y2) = transform.to_source(d.bbox[2] * f.spec.width as f32, d.bbox[3] * f.spec.height as f32);
-                let px = |v: f32, scale: f32, max: f32| (v * scale).clamp(0.0, max).round() as u32;
+                let (x1, y1) = transform.to_source(
+                    d.bbox[0] * f.spec.width as f32,
+                    d.bbox[1] * f.spec.height as f32,
+                );
+                let (x2, y2) = transform.to_source(
+                    d.bbox[2] * f.spec.width as f32,
+                    d.bbox[3] * f.spec.height as f32,
+                );
+                let px = |v: f32, max: f32| v.clamp(0.0, max).round() as u32;
                 Face {
-                    bbox: [px(x1, sx, ow), px(y1, sy, oh), px(x2, sx, ow), px(y2, sy, oh)],
+                    bbox: [px(x1, ow), px(y1, oh), px(x2, ow), px(y2, oh)],
                     score: d.score,
                 }
             })
@@ -393,16 +459,32 @@ fn detect_faces(
     Ok(())
 }
 
-fn brisque_score(q: &Quality, image: &RgbImage) -> f64 {
+/// BRISQUE of a photo after an antialiased downscale to at most `max_side`
+/// pixels on the long side.
+pub fn quality_score(brisque: &Brisque, image: &RgbImage, max_side: u32) -> f64 {
     let long = image.width.max(image.height);
-    if long <= q.max_side {
-        return q.brisque.score_rgb(&image.data, image.width, image.height);
+    if long <= max_side {
+        return brisque.score_rgb(&image.data, image.width, image.height);
     }
-    // Area-like downscale with an antialiased filter before scoring.
-    let scale = q.max_side as f32 / long as f32;
-    let (w, h) = (((image.width as f32 * scale).round() as u32).max(1), ((image.height as f32 * scale).round() as u32).max(1));
-    let small = imaging::resize_exact(image, w, h, imaging::Filter::Bilinear);
-    q.brisque.score_rgb(&small.data, small.width, small.height)
+    let scale = max_side as f32 / long as f32;
+    let (w, h) = (
+        ((image.width as f32 * scale).round() as u32).max(1),
+        ((image.height as f32 * scale).round() as u32).max(1),
+    );
+    let spec = PreprocessSpec {
+        width: w,
+        height: h,
+        resize: imaging::ResizeMode::Stretch,
+        filter: imaging::Filter::Bilinear,
+        normalize: imaging::Normalize::ScaleOffset {
+            scale: 1.0,
+            offset: 0.0,
+        },
+        layout: imaging::Layout::Nchw,
+        decode: DecodeMode::Fast,
+    };
+    let small = spec.resize(image).image;
+    brisque.score_rgb(&small.data, small.width, small.height)
 }
 
 /// Concatenates per-photo inputs into one batch tensor.
@@ -416,7 +498,12 @@ fn stack(items: &[&[f32]], item_shape: &[usize]) -> Tensor {
     Tensor::new(shape, data)
 }
 
-fn output<'a>(outputs: &'a crate::backend::Outputs, name: &str, model: &str, batch: usize) -> Result<&'a Tensor> {
+fn output<'a>(
+    outputs: &'a crate::backend::Outputs,
+    name: &str,
+    model: &str,
+    batch: usize,
+) -> Result<&'a Tensor> {
     let tensor = outputs.get(name).ok_or_else(|| ModelError::BadOutput {
         model: model.to_string(),
         reason: format!("no output named `{name}`"),
@@ -432,7 +519,15 @@ fn output<'a>(outputs: &'a crate::backend::Outputs, name: &str, model: &str, bat
 
 /// L2-normalises and encodes as base64 of little-endian float32.
 pub fn encode_embedding(features: &[f32]) -> String {
-    let norm = features.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
-    let bytes: Vec<u8> = features.iter().flat_map(|v| (v / norm).to_le_bytes()).collect();
+    let norm = features
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    let bytes: Vec<u8> = features
+        .iter()
+        .flat_map(|v| (v / norm).to_le_bytes())
+        .collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

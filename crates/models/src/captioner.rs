@@ -50,13 +50,17 @@ pub struct TemplateCaptioner {
 impl Default for TemplateCaptioner {
     fn default() -> Self {
         TemplateCaptioner {
-            min_companion_confidence: 0.1,
+            min_companion_confidence: 0.2,
         }
     }
 }
 
 impl TemplateCaptioner {
-    fn companion<'a>(&self, subject: &CaptionConcept, all: &'a [CaptionConcept]) -> Option<&'a CaptionConcept> {
+    fn companion<'a>(
+        &self,
+        subject: &CaptionConcept,
+        all: &'a [CaptionConcept],
+    ) -> Option<&'a CaptionConcept> {
         all.iter().find(|c| {
             c.name != subject.name
                 && c.confidence >= self.min_companion_confidence
@@ -109,7 +113,9 @@ fn append_phrase(caption: &mut Caption, concept: &CaptionConcept, joiner: &str) 
         words.next();
     }
     for (i, word) in words.enumerate() {
-        caption.words_probability.push((word.to_string(), if i == 0 { log_p } else { 0.0 }));
+        caption
+            .words_probability
+            .push((word.to_string(), if i == 0 { log_p } else { 0.0 }));
     }
     caption.probability *= concept.confidence;
 }
@@ -140,13 +146,21 @@ mod tests {
             concept("leaf beetle", 0.1, &["insect", "animal"]),
             concept("daisy", 0.5, &["flower", "plant"]),
         ];
-        let captions = TemplateCaptioner::default().caption(&CaptionInput { concepts: &concepts }, 1);
+        let captions = TemplateCaptioner::default().caption(
+            &CaptionInput {
+                concepts: &concepts,
+            },
+            1,
+        );
         assert_eq!(captions.len(), 1);
         let c = &captions[0];
         assert_eq!(c.caption, "A LADYBUG WITH A DAISY");
         assert!((c.probability - 0.4).abs() < 1e-6);
         let sum: f32 = c.words_probability.iter().map(|(_, lp)| lp).sum();
-        assert!((sum.exp() - c.probability).abs() < 1e-6, "log-probs add up to the probability");
+        assert!(
+            (sum.exp() - c.probability).abs() < 1e-6,
+            "log-probs add up to the probability"
+        );
     }
 
     #[test]
@@ -155,7 +169,12 @@ mod tests {
             concept("a cat having a striped coat", 0.39, &["cat"]),
             concept("Egyptian Mau", 0.36, &["cat"]),
         ];
-        let captions = TemplateCaptioner::default().caption(&CaptionInput { concepts: &concepts }, 3);
+        let captions = TemplateCaptioner::default().caption(
+            &CaptionInput {
+                concepts: &concepts,
+            },
+            3,
+        );
         assert_eq!(captions[0].caption, "A CAT HAVING A STRIPED COAT");
         assert_eq!(captions[0].words_probability[0].0, "CAT");
         assert_eq!(captions[1].caption, "AN EGYPTIAN MAU");

@@ -108,8 +108,9 @@ pub fn weighted_nms(sorted: Vec<Detection>, iou_threshold: f32) -> Vec<Detection
     let mut remaining = sorted;
     let mut kept = Vec::new();
     while let Some(best) = remaining.first().copied() {
-        let (cluster, rest): (Vec<Detection>, Vec<Detection>) =
-            remaining.into_iter().partition(|d| best.iou(d) > iou_threshold);
+        let (cluster, rest): (Vec<Detection>, Vec<Detection>) = remaining
+            .into_iter()
+            .partition(|d| best.iou(d) > iou_threshold);
         // `best` overlaps itself fully, so the cluster is never empty.
         let total: f32 = cluster.iter().map(|d| d.score).sum();
         let mut bbox = [0.0f32; 4];
@@ -135,10 +136,28 @@ mod tests {
     fn anchor_layout_matches_the_model() {
         let anchors = short_range_anchors();
         assert_eq!(anchors.len(), 896);
-        assert_eq!(anchors[0], Anchor { cx: 1.0 / 32.0, cy: 1.0 / 32.0 });
+        assert_eq!(
+            anchors[0],
+            Anchor {
+                cx: 1.0 / 32.0,
+                cy: 1.0 / 32.0
+            }
+        );
         assert_eq!(anchors[1], anchors[0]);
-        assert_eq!(anchors[512], Anchor { cx: 1.0 / 16.0, cy: 1.0 / 16.0 });
-        assert_eq!(anchors[895], Anchor { cx: 15.0 / 16.0, cy: 15.0 / 16.0 });
+        assert_eq!(
+            anchors[512],
+            Anchor {
+                cx: 1.0 / 16.0,
+                cy: 1.0 / 16.0
+            }
+        );
+        assert_eq!(
+            anchors[895],
+            Anchor {
+                cx: 15.0 / 16.0,
+                cy: 15.0 / 16.0
+            }
+        );
     }
 
     #[test]

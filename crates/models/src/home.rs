@@ -23,12 +23,36 @@ impl Home {
 
     /// `$DARKROOM_HOME`, else `./var`.
     pub fn from_env() -> Home {
-        Home::new(std::env::var_os(HOME_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("var")))
+        Home::new(
+            std::env::var_os(HOME_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("var")),
+        )
+    }
+
+    /// `$DARKROOM_HOME`, else the first `var/` holding a model repository in
+    /// the current folder or one of its parents (so tests and tools run from
+    /// any crate folder find the workspace's home), else `./var`.
+    pub fn discover() -> Home {
+        if let Some(root) = std::env::var_os(HOME_ENV) {
+            return Home::new(PathBuf::from(root));
+        }
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        cwd.ancestors()
+            .map(|dir| dir.join("var"))
+            .find(|var| var.join("models").is_dir())
+            .map(Home::new)
+            .unwrap_or_else(Home::from_env)
     }
 
     /// Downloaded packages, kept so a second fetch does no work.
     pub fn downloads(&self) -> PathBuf {
         self.root.join("cache/downloads")
+    }
+    /// The files taken out of the downloads that the conversions read
+    /// (weights, label lists, WordNet, BRISQUE data), kept for tests and re-runs.
+    pub fn extracted(&self) -> PathBuf {
+        self.root.join("cache/extracted")
     }
     /// The model repository: one folder per model.
     pub fn models(&self) -> PathBuf {

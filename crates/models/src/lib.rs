@@ -1,1 +1,19 @@
-//! placeholder
+//! Models: the model repository, the inference backend and the adapters that
+//! turn raw outputs into meaning (concepts, faces, quality, embedding, captions).
+
+pub mod analysis;
+pub mod analyzer;
+pub mod backend;
+pub mod brisque;
+pub mod captioner;
+pub mod concepts;
+pub mod error;
+pub mod faces;
+pub mod home;
+pub mod onnx_runtime;
+pub mod repository;
+
+pub use backend::{Backend, FakeBackend, Outputs, Tensor};
+pub use error::{ModelError, Result};
+pub use home::Home;
+pub use repository::{ModelConfig, ModelEntry, ModelKind, Repository};

