@@ -88,7 +88,7 @@ source = "Debian opencv-data 4.6.0+dfsg-12 brisque_model_live.yml and brisque_ra
 [brisque]
 model = "brisque_model_live.yml"
 range = "brisque_range_live.yml"
-max_side = 1024
+max_side = 640
 "#
     )
 }

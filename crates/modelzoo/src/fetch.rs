@@ -186,18 +186,24 @@ fn source_key(sources: &[&Package], name: &str) -> String {
     for p in sources {
         key.push_str(&format!("{} {}\n", p.spec(), p.sha256));
     }
-    if name.contains(configs::EFFICIENTNET) {
-        // The vocabulary is compiled in: a changed vocabulary rebuilds the concepts.
-        key.push_str(&format!(
-            "vocabulary {}\n",
-            sha256_bytes(VOCABULARY.as_bytes())
-        ));
-    }
-    if name.contains(configs::BLAZEFACE) {
-        key.push_str(&format!(
-            "tools {}\n",
-            sha256_bytes(REQUIREMENTS.as_bytes())
-        ));
+    // Inputs compiled into the binary: a change to any of them rebuilds the
+    // folder that uses it.
+    let compiled_in: &[(&str, String)] = &[
+        (
+            configs::EFFICIENTNET,
+            format!("{VOCABULARY}{}", configs::efficientnet()),
+        ),
+        (
+            configs::BLAZEFACE,
+            format!("{REQUIREMENTS}{CONVERT_BLAZEFACE}{}", configs::blazeface()),
+        ),
+        (configs::BRISQUE, configs::brisque()),
+        (configs::CAPTIONER, configs::captioner()),
+    ];
+    for (model, text) in compiled_in {
+        if name.ends_with(model) {
+            key.push_str(&format!("compiled-in {}\n", sha256_bytes(text.as_bytes())));
+        }
     }
     key
 }
