@@ -63,6 +63,8 @@ impl Default for AnalyzeOptions {
 struct Classifier {
     name: String,
     backend: Box<dyn Backend>,
+    /// One item's input shape, from the config (layout-aware).
+    input_shape: Vec<usize>,
     spec: PreprocessSpec,
     concepts: ConceptMap,
     logits: String,
@@ -72,6 +74,7 @@ struct Classifier {
 struct FaceDetector {
     name: String,
     backend: Box<dyn Backend>,
+    input_shape: Vec<usize>,
     spec: PreprocessSpec,
     config: FaceDetectorSpec,
     regressors: String,
@@ -117,6 +120,15 @@ fn config_err(entry: &ModelEntry, reason: &str) -> ModelError {
         path: entry.dir.clone(),
         reason: reason.to_string(),
     }
+}
+
+fn input_shape(entry: &ModelEntry) -> Vec<usize> {
+    entry
+        .config
+        .onnx
+        .as_ref()
+        .map(|o| o.input_shape.clone())
+        .unwrap_or_default()
 }
 
 fn output_name(entry: &ModelEntry, role: &str) -> Option<String> {
@@ -183,6 +195,7 @@ impl Analyzer {
                     analyzer.classifier = Some(Classifier {
                         name: c.name.clone(),
                         backend: backend(entry)?,
+                        input_shape: input_shape(entry),
                         spec: preprocess(entry, opts)?,
                         concepts: ConceptMap::load(entry.path(&spec.concepts))
                             .map_err(|e| config_err(entry, &e.to_string()))?,
@@ -194,6 +207,7 @@ impl Analyzer {
                     analyzer.faces = Some(FaceDetector {
                         name: c.name.clone(),
                         backend: backend(entry)?,
+                        input_shape: input_shape(entry),
                         spec: preprocess(entry, opts)?,
                         config: c
                             .face_detector
@@ -352,14 +366,10 @@ impl Analyzer {
         opts: &AnalyzeOptions,
         results: &mut [PhotoAnalysis],
     ) -> Result<()> {
-        let inputs: Vec<&[f32]> = photos
+        let inputs = photos
             .iter()
-            .filter_map(|(_, p)| p.classifier_input.as_deref())
-            .collect();
-        let outputs = c.backend.infer(stack(
-            &inputs,
-            &[3, c.spec.height as usize, c.spec.width as usize],
-        ))?;
+            .filter_map(|(_, p)| p.classifier_input.as_deref());
+        let outputs = c.backend.infer(stack(inputs, &c.input_shape))?;
         let logits = output(&outputs, &c.logits, &c.name, photos.len())?;
         let features = match (&c.features, opts.embedding) {
             (Some(name), true) => Some(output(&outputs, name, &c.name, photos.len())?),
@@ -412,14 +422,10 @@ fn detect_faces(
     opts: &AnalyzeOptions,
     results: &mut [PhotoAnalysis],
 ) -> Result<()> {
-    let inputs: Vec<&[f32]> = photos
+    let inputs = photos
         .iter()
-        .filter_map(|(_, p)| p.face_input.as_ref().map(|(t, _)| t.as_slice()))
-        .collect();
-    let outputs = f.backend.infer(stack(
-        &inputs,
-        &[3, f.spec.height as usize, f.spec.width as usize],
-    ))?;
+        .filter_map(|(_, p)| p.face_input.as_ref().map(|(t, _)| t.as_slice()));
+    let outputs = f.backend.infer(stack(inputs, &f.input_shape))?;
     let regressors = output(&outputs, &f.regressors, &f.name, photos.len())?;
     let classificators = output(&outputs, &f.classificators, &f.name, photos.len())?;
     let release = opts.release_threshold.unwrap_or(f.config.release_threshold);
@@ -487,13 +493,15 @@ pub fn quality_score(brisque: &Brisque, image: &RgbImage, max_side: u32) -> f64 
     brisque.score_rgb(&small.data, small.width, small.height)
 }
 
-/// Concatenates per-photo inputs into one batch tensor.
-fn stack(items: &[&[f32]], item_shape: &[usize]) -> Tensor {
-    let mut data = Vec::with_capacity(items.iter().map(|i| i.len()).sum());
+/// Concatenates per-photo inputs into one batch tensor of `[n, item_shape..]`.
+fn stack<'a>(items: impl Iterator<Item = &'a [f32]>, item_shape: &[usize]) -> Tensor {
+    let mut data = Vec::new();
+    let mut n = 0;
     for item in items {
         data.extend_from_slice(item);
+        n += 1;
     }
-    let mut shape = vec![items.len()];
+    let mut shape = vec![n];
     shape.extend_from_slice(item_shape);
     Tensor::new(shape, data)
 }
