@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
+home="${DARKROOM_HOME:-var}"
+
+# Pillow's reference tensors for the photos whose licences keep their derived
+# fixtures out of git (GPL camera JPEGs, motorcycle_left.png), made here with
+# the hash-pinned venv that `darkroom models fetch` installed.
+printf '\n==> parity references (Pillow) into %s/parity\n' "$home" >&2
+"$home/venv/bin/python" scripts/parity_reference.py --home "$home" --local
 
 printf '\n==> cargo fmt --check\n' >&2
 cargo fmt --all -- --check
