@@ -140,7 +140,7 @@ fn classify(input: &Tensor) -> models::Result<Outputs> {
         ("logits".to_string(), Tensor::new(vec![batch, 4], logits)),
         (
             "features".to_string(),
-            Tensor::new(vec![batch, 2], vec![3.0, 4.0].repeat(batch)),
+            Tensor::new(vec![batch, 2], [3.0, 4.0].repeat(batch)),
         ),
     ]))
 }
