@@ -78,7 +78,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// fast_image_resize's own single call (vertical pass first) on the same region,
-/// for comparison with the crate's Pillow-order two passes.
+/// for comparison with the crate's Pillow-exact passes.
 fn native_single_call(img: &RgbImage, resizer: &mut Resizer) -> Vec<u8> {
     let (w, h) = (img.width, img.height);
     let scale = 256.0 / f64::from(w.min(h));
@@ -102,7 +102,6 @@ fn native_single_call(img: &RgbImage, resizer: &mut Resizer) -> Vec<u8> {
 /// region-only resize avoids.
 fn full_then_crop(img: &RgbImage, resizer: &mut Resizer) -> Vec<u8> {
     let (w, h) = (img.width, img.height);
-    let scale = 256.0 / f64::from(w.min(h));
     let (rw, rh) = short_side_256(w, h);
     let src = ImageRef::new(w, h, &img.data, PixelType::U8x3).unwrap();
     let mut full = Image::new(rw, rh, PixelType::U8x3);

@@ -100,16 +100,16 @@ fn short_side_sizes_round_half_to_even() {
 #[test]
 fn crop_offsets_are_floored() {
     // 451×300 → 385×256: x offset (385 - 224) // 2 = 80, y (256 - 224) // 2 = 16.
-    let plan = effnet().plan(385, 256);
-    assert_eq!((plan.region.left, plan.region.top), (80.0, 16.0));
-    assert_eq!((plan.region.width, plan.region.height), (224.0, 224.0));
-    // 410 wide: (410 - 224) // 2 = 93; 411 wide: 187 // 2 = 93 (round would say 94).
-    assert_eq!(crop_axis(410, 410, 224), (93.0, 224.0, 0, 224));
-    assert_eq!(crop_axis(411, 411, 224), (93.0, 224.0, 0, 224));
-    assert_eq!(crop_axis(413, 413, 224), (94.0, 224.0, 0, 224));
+    let plan = effnet().plan(451, 300);
+    assert_eq!(plan.resized, (385, 256));
+    assert_eq!(plan.keep, (80, 16));
+    // (410 - 224) // 2 = 93; (411 - 224) // 2 = 93 (round would say 94).
+    assert_eq!(crop_axis(410, 224), (93, 0, 224));
+    assert_eq!(crop_axis(411, 224), (93, 0, 224));
+    assert_eq!(crop_axis(413, 224), (94, 0, 224));
     // Crop larger than the axis: floor((201 - 224) / 2) = -12, so 12 black before.
-    assert_eq!(crop_axis(201, 201, 224), (0.0, 201.0, 12, 201));
-    assert_eq!(crop_axis(200, 200, 224), (0.0, 200.0, 12, 200));
+    assert_eq!(crop_axis(201, 224), (0, 12, 201));
+    assert_eq!(crop_axis(200, 224), (0, 12, 200));
 }
 
 #[test]
@@ -122,14 +122,14 @@ fn letterbox_fit_sizes() {
 
 #[test]
 fn transform_maps_crop_back_to_source() {
-    let t = effnet().plan(512, 512).transform();
+    let t = effnet().plan(512, 512).transform(512, 512);
     // 512 → 256 (×0.5), crop offset 16 → source offset 32.
     assert_eq!(t.to_source(0.0, 0.0), (32.0, 32.0));
     assert_eq!(t.to_source(224.0, 224.0), (480.0, 480.0));
     let (x, y) = t.to_model(256.0, 256.0);
     assert!((x - 112.0).abs() < 1e-4 && (y - 112.0).abs() < 1e-4);
 
-    let t = blazeface().plan(640, 427).transform();
+    let t = blazeface().plan(640, 427).transform(640, 427);
     // 640×427 → 128×85 placed at y = 21.
     let (x, y) = t.to_source(0.0, 21.0);
     assert!(x.abs() < 1e-4 && y.abs() < 1e-4);
