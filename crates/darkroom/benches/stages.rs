@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use imaging::{decode, probe, DecodeMode, DecodeRequest, Decoded, Limits, PreprocessSpec};
+use imaging::{decode_to_fit, probe, DecodeMode, Decoded, Limits, PreprocessSpec};
 use models::analyzer::{quality_score, Analyzer, LoadOptions};
 use models::backend::Backend;
 use models::brisque::Brisque;
@@ -42,13 +42,10 @@ fn with_mode(entry: &ModelEntry, mode: DecodeMode) -> PreprocessSpec {
 }
 
 fn decode_for(bytes: &[u8], spec: &PreprocessSpec) -> Decoded {
-    let header = probe(bytes, &Limits::default()).expect("probe");
-    let (w, h) = header.oriented_size();
-    let request = DecodeRequest {
-        limits: Limits::default(),
-        min_size: spec.decode_min_size(w, h),
-    };
-    decode(bytes, &request).expect("decode")
+    decode_to_fit(bytes, &Limits::default(), |(w, h)| {
+        spec.decode_min_size(w, h)
+    })
+    .expect("decode")
 }
 
 fn tensor(spec: &PreprocessSpec, decoded: &Decoded) -> Vec<f32> {

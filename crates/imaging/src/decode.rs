@@ -49,19 +49,31 @@ const MAX_PROGRESSIVE_SCANS: u32 = 500;
 
 /// Decodes `bytes` into upright RGB8, checking the limits from the header first.
 pub fn decode(bytes: &[u8], req: &DecodeRequest) -> Result<Decoded, ImagingError> {
-    let (header, frame) = inspect(bytes, &req.limits)?;
+    decode_to_fit(bytes, &req.limits, |_| req.min_size)
+}
+
+/// [`decode`] with the smallest acceptable size chosen from the photo's oriented
+/// full-resolution size, read from the header that the decode parses anyway
+/// (so callers need no [`crate::probe`] of their own first).
+pub fn decode_to_fit(
+    bytes: &[u8],
+    limits: &Limits,
+    min_size: impl FnOnce((u32, u32)) -> Option<(u32, u32)>,
+) -> Result<Decoded, ImagingError> {
+    let (header, frame) = inspect(bytes, limits)?;
     let (original_width, original_height) = header.oriented_size();
+    let min_size = min_size((original_width, original_height));
     let stored = match (header.format, frame) {
         (Format::Jpeg, Some(frame)) => {
             // min_size is in oriented axes; the decoder scales stored axes.
-            let min = req.min_size.map(|(w, h)| {
+            let min = min_size.map(|(w, h)| {
                 if header.orientation >= 5 {
                     (h, w)
                 } else {
                     (w, h)
                 }
             });
-            decode_jpeg(bytes, &header, frame, min, &req.limits)?
+            decode_jpeg(bytes, &header, frame, min, limits)?
         }
         (Format::Png | Format::Webp, _) => decode_with_image(bytes, &header)?,
         (Format::Jpeg, None) => {

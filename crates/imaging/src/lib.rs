@@ -17,7 +17,7 @@ mod preprocess;
 mod probe;
 mod resize;
 
-pub use decode::{decode, DecodeRequest, Decoded};
+pub use decode::{decode, decode_to_fit, DecodeRequest, Decoded};
 pub use error::ImagingError;
 pub use orient::apply_orientation;
 pub use preprocess::{

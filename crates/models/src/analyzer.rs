@@ -6,7 +6,7 @@
 //! through every model. The dynamic batcher of the service calls the same two.
 
 use base64::Engine;
-use imaging::{DecodeMode, DecodeRequest, Limits, PreprocessSpec, RgbImage, Transform};
+use imaging::{DecodeMode, Limits, PreprocessSpec, RgbImage, Transform};
 
 use crate::analysis::{Face, PhotoAnalysis};
 use crate::backend::{Backend, Tensor};
@@ -293,17 +293,7 @@ impl Analyzer {
         bytes: &[u8],
         limits: &Limits,
     ) -> std::result::Result<Prepared, imaging::ImagingError> {
-        let header = imaging::probe(bytes, limits)?;
-        let (w, h) = if matches!(header.orientation, 5..=8) {
-            (header.height, header.width)
-        } else {
-            (header.width, header.height)
-        };
-        let request = DecodeRequest {
-            limits: *limits,
-            min_size: self.decode_min_size(w, h),
-        };
-        let decoded = imaging::decode(bytes, &request)?;
+        let decoded = imaging::decode_to_fit(bytes, limits, |(w, h)| self.decode_min_size(w, h))?;
         let image = &decoded.image;
         let tensor = |spec: &PreprocessSpec| {
             // Planned on the full-resolution size, so the transform maps to the
