@@ -109,12 +109,6 @@ pub struct Prepared {
     original: (u32, u32),
 }
 
-impl Prepared {
-    pub fn original_size(&self) -> (u32, u32) {
-        self.original
-    }
-}
-
 fn config_err(entry: &ModelEntry, reason: &str) -> ModelError {
     ModelError::Config {
         path: entry.dir.clone(),
@@ -249,14 +243,6 @@ impl Analyzer {
             }
         }
         Ok(analyzer)
-    }
-
-    /// Names of the loaded models.
-    pub fn model_names(&self) -> Vec<&str> {
-        let mut names = Vec::new();
-        names.extend(self.classifier.as_ref().map(|c| c.name.as_str()));
-        names.extend(self.faces.as_ref().map(|f| f.name.as_str()));
-        names
     }
 
     /// The smallest decode that still serves every loaded model: `None` (full

@@ -1,7 +1,7 @@
 //! The Darkroom home: one folder holding the download cache, the model
 //! repository, the ONNX Runtime library and the sample photos.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The ONNX Runtime version the `ort` crate's `api-31` feature speaks to.
 pub const ORT_VERSION: &str = "1.32.0";
@@ -80,8 +80,5 @@ impl Home {
     }
     pub fn venv_python(&self) -> PathBuf {
         self.venv().join("bin/python")
-    }
-    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.root.join(rel)
     }
 }
