@@ -87,7 +87,25 @@ struct Counters {
     cancelled: AtomicU64,
     batches: AtomicU64,
     items: AtomicU64,
+    /// Moving average of a batch's run time in microseconds (0: none yet),
+    /// for the `Retry-After` estimate.
+    batch_micros: AtomicU64,
 }
+
+/// What one batch did, handed to the observer (the service's metrics).
+#[derive(Debug)]
+pub struct BatchRecord<'a> {
+    /// Requests run together.
+    pub size: usize,
+    /// How long each request waited between admission and the batch starting.
+    pub queue_waits: &'a [Duration],
+    /// The model's run time for the whole batch.
+    pub run_time: Duration,
+    pub failed: bool,
+}
+
+/// Called on the instance thread after every batch; keep it cheap.
+pub type Observer = Arc<dyn Fn(&BatchRecord<'_>) + Send + Sync>;
 
 /// A snapshot of the batcher's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +121,7 @@ pub struct Stats {
 
 struct Job<I, O> {
     input: I,
+    admitted: Instant,
     reply: oneshot::Sender<Result<O, BatchError>>,
 }
 
@@ -118,6 +137,11 @@ pub struct Batcher<M: BatchModel> {
 
 impl<M: BatchModel> Batcher<M> {
     pub fn spawn(model: Arc<M>, config: BatcherConfig) -> Batcher<M> {
+        Batcher::spawn_observed(model, config, Arc::new(|_: &BatchRecord<'_>| {}))
+    }
+
+    /// Like [`Self::spawn`], calling `observer` after every batch.
+    pub fn spawn_observed(model: Arc<M>, config: BatcherConfig, observer: Observer) -> Batcher<M> {
         let config = BatcherConfig {
             max_batch_size: config.max_batch_size.max(1),
             queue_capacity: config.queue_capacity.max(1),
@@ -131,11 +155,16 @@ impl<M: BatchModel> Batcher<M> {
         let counters = Arc::new(Counters::default());
         let instances = (0..config.instances)
             .map(|i| {
-                let (model, rx, counters, config) =
-                    (model.clone(), rx.clone(), counters.clone(), config.clone());
+                let (model, rx, counters, config, observer) = (
+                    model.clone(),
+                    rx.clone(),
+                    counters.clone(),
+                    config.clone(),
+                    observer.clone(),
+                );
                 std::thread::Builder::new()
                     .name(format!("batcher-{i}"))
-                    .spawn(move || instance(&*model, &rx, &counters, &config))
+                    .spawn(move || instance(&*model, &rx, &counters, &config, &*observer))
                     .expect("spawn a batcher thread")
             })
             .collect();
@@ -164,7 +193,12 @@ impl<M: BatchModel> Batcher<M> {
         let (reply, receiver) = oneshot::channel();
         // Counted before sending so the instance's decrement never underflows.
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        match queue.try_send(Job { input, reply }) {
+        let job = Job {
+            input,
+            admitted: Instant::now(),
+            reply,
+        };
+        match queue.try_send(job) {
             Ok(()) => Ok(receiver),
             Err(e) => {
                 self.counters.queued.fetch_sub(1, Ordering::Relaxed);
@@ -181,10 +215,14 @@ impl<M: BatchModel> Batcher<M> {
         }
     }
 
-    /// A full queue drains in about (queue / batch) batch times; without a
-    /// measured batch time, suggest one second, the smallest `Retry-After`.
-    fn retry_after(&self) -> Duration {
-        Duration::from_secs(1).max(self.config.max_queue_delay)
+    /// A full queue drains in about (queue / batch size / instances) batch
+    /// times; rounded up to whole seconds, at least one (`Retry-After`'s unit).
+    pub fn retry_after(&self) -> Duration {
+        let c = &self.config;
+        let batch = Duration::from_micros(self.counters.batch_micros.load(Ordering::Relaxed));
+        let batches = c.queue_capacity.div_ceil(c.max_batch_size * c.instances) as u32;
+        let drain = (batch + c.max_queue_delay) * batches;
+        Duration::from_secs(drain.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     pub fn config(&self) -> &BatcherConfig {
@@ -221,8 +259,14 @@ fn instance<M: BatchModel>(
     queue: &Queue<M::Input, M::Output>,
     counters: &Counters,
     config: &BatcherConfig,
+    observer: &(dyn Fn(&BatchRecord<'_>) + Send + Sync),
 ) {
     while let Some(batch) = next_batch(queue, counters, config) {
+        let started = Instant::now();
+        let queue_waits: Vec<Duration> = batch
+            .iter()
+            .map(|job| started.saturating_duration_since(job.admitted))
+            .collect();
         let (inputs, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|job| (job.input, job.reply)).unzip();
         counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -240,6 +284,21 @@ fn instance<M: BatchModel>(
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the model panicked".to_string()),
         };
+        let run_time = started.elapsed();
+        let micros = run_time.as_micros().min(u64::MAX as u128) as u64;
+        let average = counters.batch_micros.load(Ordering::Relaxed);
+        let average = if average == 0 {
+            micros
+        } else {
+            (average * 7 + micros) / 8
+        };
+        counters.batch_micros.store(average, Ordering::Relaxed);
+        observer(&BatchRecord {
+            size: n,
+            queue_waits: &queue_waits,
+            run_time,
+            failed: outcome.is_err(),
+        });
         match outcome {
             Ok(outputs) => {
                 for (reply, output) in replies.into_iter().zip(outputs) {

@@ -206,3 +206,42 @@ fn dropping_the_batcher_answers_what_was_admitted() {
         assert_eq!(rx.blocking_recv().unwrap(), Ok(i * 2));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_sees_every_batch_with_its_queue_waits() {
+    let model = doubler(Gate::closed());
+    let seen: Arc<Mutex<Vec<(usize, usize, bool)>>> = Arc::default();
+    let record = seen.clone();
+    let batcher = Arc::new(Batcher::spawn_observed(
+        model.clone(),
+        config(4, 50, 64),
+        Arc::new(move |r: &batcher::BatchRecord<'_>| {
+            record
+                .lock()
+                .unwrap()
+                .push((r.size, r.queue_waits.len(), r.failed));
+        }),
+    ));
+    // One request holds the model; five more queue behind it.
+    let first = tokio::spawn({
+        let b = batcher.clone();
+        async move { b.submit(1).await }
+    });
+    until_batches(&model, 1).await;
+    let rest: Vec<_> = (2..=6)
+        .map(|x| {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.submit(x).await })
+        })
+        .collect();
+    until("five queued", || batcher.stats().queued == 5).await;
+    model.gate.open();
+    assert_eq!(first.await.unwrap(), Ok(2));
+    for (i, task) in rest.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap(), Ok(2 * (i as u32 + 2)));
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![(1, 1, false), (4, 4, false), (1, 1, false)]);
+    // A full queue's estimate is at least the one-second floor.
+    assert!(batcher.retry_after() >= Duration::from_secs(1));
+}

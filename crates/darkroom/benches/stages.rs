@@ -188,6 +188,7 @@ fn main() {
                 models: Vec::new(),
                 intra_threads: 1,
                 decode: Some(mode),
+                instances: Some(1),
             },
         )
         .expect("models")
@@ -210,8 +211,8 @@ fn main() {
     });
     row("prepare, all models, exact (decode once)", prepare_exact);
 
-    let effnet_backend = OrtBackend::load(effnet, 1).expect("effnet");
-    let face_backend = OrtBackend::load(face, 1).expect("blazeface");
+    let effnet_backend = OrtBackend::load(effnet, 1, 1).expect("effnet");
+    let face_backend = OrtBackend::load(face, 1, 1).expect("blazeface");
     let e_inputs: Vec<Vec<f32>> = fast_decoded.iter().map(|d| tensor(&e_fast, d)).collect();
     let f_inputs: Vec<Vec<f32>> = fast_decoded.iter().map(|d| tensor(&f_fast, d)).collect();
     let mut at8 = (0.0, 0.0);

@@ -127,6 +127,8 @@ pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 Decode::Exact => imaging::DecodeMode::Exact,
                 Decode::Fast => imaging::DecodeMode::Fast,
             }),
+            // One batch at a time here, each using every core.
+            instances: Some(1),
         },
     )
     .context("loading models")?;

@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::captioner::Caption;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PhotoAnalysis {
     pub photo_id: String,
@@ -30,6 +31,7 @@ pub struct PhotoAnalysis {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Face {
     /// x1, y1, x2, y2 in pixels of the original (oriented) photo.
     #[serde(rename = "box")]

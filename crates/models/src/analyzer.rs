@@ -2,8 +2,12 @@
 //! that model was trained, run the models a batch at a time, and turn their
 //! outputs into one `PhotoAnalysis` per photo.
 //!
-//! `prepare` is CPU work per photo (run it on a pool); `infer` runs one batch
-//! through every model. The dynamic batcher of the service calls the same two.
+//! `prepare` is CPU work per photo (run it on a pool). The ONNX models are
+//! [`Stage`]s: `run_stage` runs one model over a batch of prepared photos and
+//! returns each photo's raw output, and `finish` turns one photo's raw outputs
+//! into its `PhotoAnalysis`. `infer` does both for one batch (the CLI); the
+//! service puts a dynamic batcher in front of each stage instead, so photos
+//! from different requests share a batch.
 
 use base64::Engine;
 use imaging::{DecodeMode, Limits, PreprocessSpec, RgbImage, Transform};
@@ -16,7 +20,7 @@ use crate::concepts::{softmax, ConceptMap, ConceptOptions};
 use crate::error::{ModelError, Result};
 use crate::faces::{self, Anchor};
 use crate::onnx_runtime::OrtBackend;
-use crate::repository::{FaceDetectorSpec, ModelEntry, ModelKind, Repository};
+use crate::repository::{Batching, FaceDetectorSpec, ModelEntry, ModelKind, Repository};
 
 /// How models are loaded.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub struct LoadOptions {
     pub intra_threads: usize,
     /// Override every model's decode mode (`exact` matches training).
     pub decode: Option<DecodeMode>,
+    /// Sessions per ONNX model; `None` takes each model's `[batching] instances`.
+    pub instances: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -35,6 +41,7 @@ impl Default for LoadOptions {
             models: Vec::new(),
             intra_threads: 1,
             decode: None,
+            instances: None,
         }
     }
 }
@@ -60,9 +67,40 @@ impl Default for AnalyzeOptions {
     }
 }
 
+/// An ONNX model that runs in batches: the unit the service's batchers serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Classifier,
+    Faces,
+}
+
+/// A loaded stage: which model serves it and its batching knobs (from its
+/// `model.toml`, with the load-time instance override applied).
+#[derive(Debug, Clone)]
+pub struct StageInfo {
+    pub stage: Stage,
+    pub model: String,
+    pub batching: Batching,
+}
+
+/// One photo's raw output of one stage.
+#[derive(Debug, Clone)]
+pub enum StageOutput {
+    Classifier {
+        logits: Vec<f32>,
+        /// Pooled features (the embedding before normalisation), if the model has them.
+        features: Option<Vec<f32>>,
+    },
+    Faces {
+        regressors: Vec<f32>,
+        classificators: Vec<f32>,
+    },
+}
+
 struct Classifier {
     name: String,
     backend: Box<dyn Backend>,
+    batching: Batching,
     /// One item's input shape, from the config (layout-aware).
     input_shape: Vec<usize>,
     spec: PreprocessSpec,
@@ -74,6 +112,7 @@ struct Classifier {
 struct FaceDetector {
     name: String,
     backend: Box<dyn Backend>,
+    batching: Batching,
     input_shape: Vec<usize>,
     spec: PreprocessSpec,
     config: FaceDetectorSpec,
@@ -83,11 +122,13 @@ struct FaceDetector {
 }
 
 struct Quality {
+    name: String,
     brisque: Brisque,
     max_side: u32,
 }
 
 struct TextCaptioner {
+    name: String,
     captioner: Box<dyn Captioner>,
     max_captions: usize,
 }
@@ -129,6 +170,14 @@ fn output_name(entry: &ModelEntry, role: &str) -> Option<String> {
     entry.config.onnx.as_ref()?.outputs.get(role).cloned()
 }
 
+fn batching(entry: &ModelEntry, opts: &LoadOptions) -> Batching {
+    let mut batching = entry.config.batching.clone();
+    if let Some(n) = opts.instances {
+        batching.instances = n.max(1);
+    }
+    batching
+}
+
 fn preprocess(entry: &ModelEntry, opts: &LoadOptions) -> Result<PreprocessSpec> {
     let mut spec = entry
         .config
@@ -146,7 +195,12 @@ impl Analyzer {
     /// `onnx_runtime::init_runtime`).
     pub fn load(repo: &Repository, opts: &LoadOptions) -> Result<Analyzer> {
         Analyzer::load_with(repo, opts, &mut |entry| {
-            Ok(Box::new(OrtBackend::load(entry, opts.intra_threads)?))
+            let instances = batching(entry, opts).instances;
+            Ok(Box::new(OrtBackend::load(
+                entry,
+                opts.intra_threads,
+                instances,
+            )?))
         })
     }
 
@@ -189,6 +243,7 @@ impl Analyzer {
                     analyzer.classifier = Some(Classifier {
                         name: c.name.clone(),
                         backend: backend(entry)?,
+                        batching: batching(entry, opts),
                         input_shape: input_shape(entry),
                         spec: preprocess(entry, opts)?,
                         concepts: ConceptMap::load(entry.path(&spec.concepts))
@@ -201,6 +256,7 @@ impl Analyzer {
                     analyzer.faces = Some(FaceDetector {
                         name: c.name.clone(),
                         backend: backend(entry)?,
+                        batching: batching(entry, opts),
                         input_shape: input_shape(entry),
                         spec: preprocess(entry, opts)?,
                         config: c
@@ -220,6 +276,7 @@ impl Analyzer {
                     let brisque = Brisque::load(&entry.path(&spec.model), &entry.path(&spec.range))
                         .map_err(|e| config_err(entry, &e.to_string()))?;
                     analyzer.quality = Some(Quality {
+                        name: c.name.clone(),
                         brisque,
                         max_side: spec.max_side,
                     });
@@ -236,6 +293,7 @@ impl Analyzer {
                         ));
                     }
                     analyzer.captioner = Some(TextCaptioner {
+                        name: c.name.clone(),
                         captioner: Box::new(TemplateCaptioner::default()),
                         max_captions: spec.max_captions,
                     });
@@ -302,143 +360,237 @@ impl Analyzer {
         })
     }
 
-    /// Runs a batch of prepared photos through every model.
+    /// Every loaded model's name with its kind.
+    pub fn models(&self) -> Vec<(&str, ModelKind)> {
+        let mut models = Vec::new();
+        if let Some(c) = &self.classifier {
+            models.push((c.name.as_str(), ModelKind::Classifier));
+        }
+        if let Some(f) = &self.faces {
+            models.push((f.name.as_str(), ModelKind::FaceDetector));
+        }
+        if let Some(q) = &self.quality {
+            models.push((q.name.as_str(), ModelKind::Quality));
+        }
+        if let Some(c) = &self.captioner {
+            models.push((c.name.as_str(), ModelKind::Captioner));
+        }
+        models
+    }
+
+    /// The batched stages loaded, in the order `infer` runs them.
+    pub fn stages(&self) -> Vec<StageInfo> {
+        let classifier = self.classifier.iter().map(|c| StageInfo {
+            stage: Stage::Classifier,
+            model: c.name.clone(),
+            batching: c.batching.clone(),
+        });
+        let faces = self.faces.iter().map(|f| StageInfo {
+            stage: Stage::Faces,
+            model: f.name.clone(),
+            batching: f.batching.clone(),
+        });
+        classifier.chain(faces).collect()
+    }
+
+    /// Runs one stage's model over a batch of prepared photos: one raw output
+    /// per photo, in order. Blocks for the inference; run it off the runtime.
+    pub fn run_stage(&self, stage: Stage, photos: &[&Prepared]) -> Result<Vec<StageOutput>> {
+        let not_loaded = || ModelError::BadOutput {
+            model: format!("{stage:?}"),
+            reason: "stage not loaded".into(),
+        };
+        match stage {
+            Stage::Classifier => {
+                let c = self.classifier.as_ref().ok_or_else(not_loaded)?;
+                let inputs = photos.iter().map(|p| {
+                    p.classifier_input
+                        .as_deref()
+                        .expect("prepared by the analyzer that loaded the classifier")
+                });
+                let outputs = c.backend.infer(stack(inputs, &c.input_shape))?;
+                let logits = output(&outputs, &c.logits, &c.name, photos.len())?;
+                let features = match &c.features {
+                    Some(name) => Some(output(&outputs, name, &c.name, photos.len())?),
+                    None => None,
+                };
+                Ok((0..photos.len())
+                    .map(|i| StageOutput::Classifier {
+                        logits: logits.item(i).to_vec(),
+                        features: features.map(|f| f.item(i).to_vec()),
+                    })
+                    .collect())
+            }
+            Stage::Faces => {
+                let f = self.faces.as_ref().ok_or_else(not_loaded)?;
+                let inputs = photos.iter().map(|p| {
+                    p.face_input
+                        .as_ref()
+                        .map(|(t, _)| t.as_slice())
+                        .expect("prepared by the analyzer that loaded the face detector")
+                });
+                let outputs = f.backend.infer(stack(inputs, &f.input_shape))?;
+                let regressors = output(&outputs, &f.regressors, &f.name, photos.len())?;
+                let classificators = output(&outputs, &f.classificators, &f.name, photos.len())?;
+                Ok((0..photos.len())
+                    .map(|i| StageOutput::Faces {
+                        regressors: regressors.item(i).to_vec(),
+                        classificators: classificators.item(i).to_vec(),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Runs a batch of prepared photos through every model (the CLI's path).
     pub fn infer(
         &self,
         photos: &[(String, Prepared)],
         opts: &AnalyzeOptions,
     ) -> Result<Vec<PhotoAnalysis>> {
-        let mut results: Vec<PhotoAnalysis> = photos
+        let prepared: Vec<&Prepared> = photos.iter().map(|(_, p)| p).collect();
+        let mut per_photo: Vec<Vec<StageOutput>> = photos.iter().map(|_| Vec::new()).collect();
+        if !photos.is_empty() {
+            for info in self.stages() {
+                let outputs = self.run_stage(info.stage, &prepared)?;
+                for (photo, output) in per_photo.iter_mut().zip(outputs) {
+                    photo.push(output);
+                }
+            }
+        }
+        Ok(photos
             .iter()
-            .map(|(id, p)| PhotoAnalysis {
-                photo_id: id.clone(),
-                concepts: Vec::new(),
-                confidence: 0.0,
-                quality: p.brisque.map(quality_from_score),
-                brisque: p.brisque.map(|s| s as f32),
-                faces: Vec::new(),
-                model_release_required: false,
-                captions: Vec::new(),
-                embedding: None,
-                size: [p.original.0, p.original.1],
-            })
-            .collect();
-        if photos.is_empty() {
-            return Ok(results);
+            .zip(per_photo)
+            .map(|((id, p), outputs)| self.finish(id.clone(), p, &outputs, opts))
+            .collect())
+    }
+
+    /// Turns one photo's raw stage outputs into its analysis. Cheap.
+    pub fn finish(
+        &self,
+        photo_id: String,
+        prepared: &Prepared,
+        outputs: &[StageOutput],
+        opts: &AnalyzeOptions,
+    ) -> PhotoAnalysis {
+        let mut result = PhotoAnalysis {
+            photo_id,
+            concepts: Vec::new(),
+            confidence: 0.0,
+            quality: prepared.brisque.map(quality_from_score),
+            brisque: prepared.brisque.map(|s| s as f32),
+            faces: Vec::new(),
+            model_release_required: false,
+            captions: Vec::new(),
+            embedding: None,
+            size: [prepared.original.0, prepared.original.1],
+        };
+        for output in outputs {
+            match output {
+                StageOutput::Classifier { logits, features } => {
+                    if let Some(c) = &self.classifier {
+                        self.classify(c, logits, features.as_deref(), opts, &mut result);
+                    }
+                }
+                StageOutput::Faces {
+                    regressors,
+                    classificators,
+                } => {
+                    if let Some(f) = &self.faces {
+                        detect_faces(f, prepared, regressors, classificators, opts, &mut result);
+                    }
+                }
+            }
         }
-        if let Some(c) = &self.classifier {
-            self.classify(c, photos, opts, &mut results)?;
-        }
-        if let Some(f) = &self.faces {
-            detect_faces(f, photos, opts, &mut results)?;
-        }
-        Ok(results)
+        result
     }
 
     fn classify(
         &self,
         c: &Classifier,
-        photos: &[(String, Prepared)],
+        logits: &[f32],
+        features: Option<&[f32]>,
         opts: &AnalyzeOptions,
-        results: &mut [PhotoAnalysis],
-    ) -> Result<()> {
-        let inputs = photos
-            .iter()
-            .filter_map(|(_, p)| p.classifier_input.as_deref());
-        let outputs = c.backend.infer(stack(inputs, &c.input_shape))?;
-        let logits = output(&outputs, &c.logits, &c.name, photos.len())?;
-        let features = match (&c.features, opts.embedding) {
-            (Some(name), true) => Some(output(&outputs, name, &c.name, photos.len())?),
-            _ => None,
-        };
+        result: &mut PhotoAnalysis,
+    ) {
         let concept_opts = ConceptOptions {
             top_k: opts.top_k,
             min_confidence: opts.min_confidence,
             include_broad: true,
         };
-        for (i, result) in results.iter_mut().enumerate() {
-            let probs = softmax(logits.item(i));
-            result.confidence = probs.iter().copied().fold(0.0, f32::max);
-            result.concepts = c.concepts.score(&probs, &concept_opts);
-            if let Some(cap) = &self.captioner {
-                let classes = c.concepts.score(
-                    &probs,
-                    &ConceptOptions {
-                        top_k: 5,
-                        min_confidence: 0.0,
-                        include_broad: false,
-                    },
-                );
-                let concepts: Vec<CaptionConcept> = classes
-                    .into_iter()
-                    .map(|(name, confidence)| CaptionConcept {
-                        groups: c.concepts.groups_of(&name),
-                        name,
-                        confidence,
-                    })
-                    .collect();
-                result.captions = cap.captioner.caption(
-                    &CaptionInput {
-                        concepts: &concepts,
-                    },
-                    cap.max_captions,
-                );
-            }
-            if let Some(features) = &features {
-                result.embedding = Some(encode_embedding(features.item(i)));
-            }
+        let probs = softmax(logits);
+        result.confidence = probs.iter().copied().fold(0.0, f32::max);
+        result.concepts = c.concepts.score(&probs, &concept_opts);
+        if let Some(cap) = &self.captioner {
+            let classes = c.concepts.score(
+                &probs,
+                &ConceptOptions {
+                    top_k: 5,
+                    min_confidence: 0.0,
+                    include_broad: false,
+                },
+            );
+            let concepts: Vec<CaptionConcept> = classes
+                .into_iter()
+                .map(|(name, confidence)| CaptionConcept {
+                    groups: c.concepts.groups_of(&name),
+                    name,
+                    confidence,
+                })
+                .collect();
+            result.captions = cap.captioner.caption(
+                &CaptionInput {
+                    concepts: &concepts,
+                },
+                cap.max_captions,
+            );
         }
-        Ok(())
+        if let (Some(features), true) = (features, opts.embedding) {
+            result.embedding = Some(encode_embedding(features));
+        }
     }
 }
 
 fn detect_faces(
     f: &FaceDetector,
-    photos: &[(String, Prepared)],
+    prepared: &Prepared,
+    regressors: &[f32],
+    classificators: &[f32],
     opts: &AnalyzeOptions,
-    results: &mut [PhotoAnalysis],
-) -> Result<()> {
-    let inputs = photos
-        .iter()
-        .filter_map(|(_, p)| p.face_input.as_ref().map(|(t, _)| t.as_slice()));
-    let outputs = f.backend.infer(stack(inputs, &f.input_shape))?;
-    let regressors = output(&outputs, &f.regressors, &f.name, photos.len())?;
-    let classificators = output(&outputs, &f.classificators, &f.name, photos.len())?;
+    result: &mut PhotoAnalysis,
+) {
+    let Some((_, transform)) = &prepared.face_input else {
+        return;
+    };
     let release = opts.release_threshold.unwrap_or(f.config.release_threshold);
-    for (i, ((_, prepared), result)) in photos.iter().zip(results.iter_mut()).enumerate() {
-        let Some((_, transform)) = &prepared.face_input else {
-            continue;
-        };
-        let detections = faces::decode(
-            regressors.item(i),
-            classificators.item(i),
-            &f.anchors,
-            f.config.score_threshold,
-            f.config.iou_threshold,
-        );
-        // Input 0..1 → model pixels → original photo pixels.
-        let (ow, oh) = (prepared.original.0 as f32, prepared.original.1 as f32);
-        result.faces = detections
-            .iter()
-            .map(|d| {
-                let (x1, y1) = transform.to_source(
-                    d.bbox[0] * f.spec.width as f32,
-                    d.bbox[1] * f.spec.height as f32,
-                );
-                let (x2, y2) = transform.to_source(
-                    d.bbox[2] * f.spec.width as f32,
-                    d.bbox[3] * f.spec.height as f32,
-                );
-                let px = |v: f32, max: f32| v.clamp(0.0, max).round() as u32;
-                Face {
-                    bbox: [px(x1, ow), px(y1, oh), px(x2, ow), px(y2, oh)],
-                    score: d.score,
-                }
-            })
-            .collect();
-        result.model_release_required = result.faces.iter().any(|face| face.score >= release);
-    }
-    Ok(())
+    let detections = faces::decode(
+        regressors,
+        classificators,
+        &f.anchors,
+        f.config.score_threshold,
+        f.config.iou_threshold,
+    );
+    // Input 0..1 → model pixels → original photo pixels.
+    let (ow, oh) = (prepared.original.0 as f32, prepared.original.1 as f32);
+    result.faces = detections
+        .iter()
+        .map(|d| {
+            let (x1, y1) = transform.to_source(
+                d.bbox[0] * f.spec.width as f32,
+                d.bbox[1] * f.spec.height as f32,
+            );
+            let (x2, y2) = transform.to_source(
+                d.bbox[2] * f.spec.width as f32,
+                d.bbox[3] * f.spec.height as f32,
+            );
+            let px = |v: f32, max: f32| v.clamp(0.0, max).round() as u32;
+            Face {
+                bbox: [px(x1, ow), px(y1, oh), px(x2, ow), px(y2, oh)],
+                score: d.score,
+            }
+        })
+        .collect();
+    result.model_release_required = result.faces.iter().any(|face| face.score >= release);
 }
 
 /// BRISQUE of a photo after an antialiased downscale to at most `max_side`

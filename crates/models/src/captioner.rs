@@ -22,6 +22,7 @@ pub struct CaptionInput<'a> {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Caption {
     pub caption: String,
     /// The caption's probability: the product of its word probabilities.

@@ -2,6 +2,7 @@
 //! `libonnxruntime.so` that the set-up step takes out of the PyPI wheel.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
@@ -48,20 +49,23 @@ fn environment() -> Result<&'static Environment> {
     }
 }
 
-/// One loaded ONNX session. `Session::run` needs `&mut`, so a mutex makes the
-/// backend shareable; the batcher gives each instance its own thread, so the
-/// lock is uncontended in the service.
+/// One model's ONNX sessions (its instances). `Session::run` needs `&mut`, so
+/// each session sits behind its own mutex; a call takes the first free one, so
+/// `instances` batches of the same model can run at once.
 pub struct OrtBackend {
     name: String,
     input: String,
-    /// Guards the session: ONNX Runtime sessions run one call at a time here.
-    session: Mutex<Session>,
+    /// One per instance; each guards a session that runs one call at a time.
+    sessions: Vec<Mutex<Session>>,
+    /// Round-robin start for the wait when every session is busy.
+    next: AtomicUsize,
     outputs: Vec<String>,
 }
 
 impl OrtBackend {
-    /// Opens the model's ONNX file with `intra_threads` threads per call.
-    pub fn load(entry: &ModelEntry, intra_threads: usize) -> Result<OrtBackend> {
+    /// Opens the model's ONNX file `instances` times, each session running
+    /// with `intra_threads` threads per call.
+    pub fn load(entry: &ModelEntry, intra_threads: usize, instances: usize) -> Result<OrtBackend> {
         let spec = entry
             .config
             .onnx
@@ -72,15 +76,20 @@ impl OrtBackend {
             })?;
         let path = entry.path(&spec.file);
         let rt = |e: ort::Error| ModelError::Runtime(format!("{}: {e}", path.display()));
-        let session = Session::builder(environment()?)
-            .map_err(rt)?
-            .with_intra_threads(intra_threads.max(1))
-            .map_err(|e| rt(e.into()))?
-            .with_inter_threads(1)
-            .map_err(|e| rt(e.into()))?
-            .commit_from_file(&path)
-            .map_err(rt)?;
-        let outputs = session
+        let open = || -> Result<Session> {
+            Session::builder(environment()?)
+                .map_err(rt)?
+                .with_intra_threads(intra_threads.max(1))
+                .map_err(|e| rt(e.into()))?
+                .with_inter_threads(1)
+                .map_err(|e| rt(e.into()))?
+                .commit_from_file(&path)
+                .map_err(rt)
+        };
+        let sessions = (0..instances.max(1))
+            .map(|_| open())
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = sessions[0]
             .outputs()
             .iter()
             .map(|o| o.name().to_string())
@@ -88,9 +97,23 @@ impl OrtBackend {
         Ok(OrtBackend {
             name: entry.config.name.clone(),
             input: spec.input.clone(),
-            session: Mutex::new(session),
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            next: AtomicUsize::new(0),
             outputs,
         })
+    }
+}
+
+impl OrtBackend {
+    /// The first idle session, or else wait for one in round-robin order.
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        for session in &self.sessions {
+            if let Ok(guard) = session.try_lock() {
+                return guard;
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
+        self.sessions[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -98,7 +121,7 @@ impl Backend for OrtBackend {
     fn infer(&self, input: Tensor) -> Result<Outputs> {
         let rt = |e: ort::Error| ModelError::Runtime(format!("{}: {e}", self.name));
         let value = OrtTensor::from_array((input.shape.clone(), input.data)).map_err(rt)?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = self.session();
         let outputs = session
             .run(ort::inputs![self.input.as_str() => value])
             .map_err(rt)?;

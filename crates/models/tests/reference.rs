@@ -62,7 +62,7 @@ fn efficientnet_top5_matches_the_reference_within_001() {
     let concepts =
         models::concepts::ConceptMap::load(entry.path("concepts.json")).expect("concepts");
     let names = concepts.labels();
-    let backend = OrtBackend::load(entry, 1).expect("model loads");
+    let backend = OrtBackend::load(entry, 1, 1).expect("model loads");
     for (photo, expected) in TOP5 {
         let decoded = imaging::decode(
             &sample(&home, photo),

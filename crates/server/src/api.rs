@@ -1,0 +1,614 @@
+//! The HTTP handlers: `POST /v1/analyze` in its three body forms (JSON with
+//! base64 images, multipart, a raw image), the model list, health, metrics
+//! and the OpenAPI document.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use models::analysis::PhotoAnalysis;
+use models::analyzer::AnalyzeOptions;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{with_retry_after, ApiError, ErrorBody, ErrorResponse, ImageError};
+use crate::AppState;
+
+/// `POST /v1/analyze` as JSON.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalyzeRequest {
+    /// The photos, answered in this order.
+    pub images: Vec<ImageInput>,
+    /// Model names to run (see `GET /v1/models`); all loaded models if absent.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Concepts per photo (default 10, at most 100).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Concepts below this confidence are left out (default 0.1).
+    #[serde(default)]
+    pub min_confidence: Option<f32>,
+    /// Extra outputs: `embedding`.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInput {
+    /// Echoed back as `photoId`; defaults to the image's index.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Base64 (standard alphabet) of a JPEG, PNG or WebP file; a
+    /// `data:image/...;base64,` prefix is accepted.
+    pub data: String,
+}
+
+/// Query parameters, for the multipart and raw-image forms (a JSON body's own
+/// fields take precedence).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnalyzeQuery {
+    /// Comma-separated model names.
+    pub models: Option<String>,
+    #[serde(rename = "topK")]
+    pub top_k: Option<usize>,
+    pub min_confidence: Option<f32>,
+    /// Comma-separated extras: `embedding`.
+    pub include: Option<String>,
+    /// The photo id for a raw-image body.
+    pub id: Option<String>,
+}
+
+/// One photo's answer: its analysis, or why it has none.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AnalyzeResult {
+    Ok(PhotoAnalysis),
+    Failed(ImageFailure),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageFailure {
+    pub photo_id: String,
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyzeResponse {
+    /// One per image, in request order.
+    pub results: Vec<AnalyzeResult>,
+    /// Present only when every image failed (the status is then the first
+    /// image's error status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The request's knobs, from whichever body form carried them.
+#[derive(Debug, Default)]
+struct Params {
+    models: Option<Vec<String>>,
+    top_k: Option<usize>,
+    min_confidence: Option<f32>,
+    include: Vec<String>,
+}
+
+/// A photo as received: its id and bytes, or why the bytes are unusable.
+type Received = (String, Result<Vec<u8>, ImageError>);
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl Params {
+    fn from_query(q: &AnalyzeQuery) -> Params {
+        Params {
+            models: q.models.as_deref().map(split_list),
+            top_k: q.top_k,
+            min_confidence: q.min_confidence,
+            include: q.include.as_deref().map(split_list).unwrap_or_default(),
+        }
+    }
+
+    fn options(&self) -> Result<AnalyzeOptions, ApiError> {
+        let defaults = AnalyzeOptions::default();
+        let top_k = self.top_k.unwrap_or(defaults.top_k);
+        if !(1..=100).contains(&top_k) {
+            return Err(ApiError::InvalidRequest {
+                reason: format!("topK must be between 1 and 100, not {top_k}"),
+            });
+        }
+        let min_confidence = self.min_confidence.unwrap_or(defaults.min_confidence);
+        if !(0.0..=1.0).contains(&min_confidence) {
+            return Err(ApiError::InvalidRequest {
+                reason: format!("minConfidence must be between 0 and 1, not {min_confidence}"),
+            });
+        }
+        let mut embedding = false;
+        for extra in &self.include {
+            match extra.as_str() {
+                "embedding" => embedding = true,
+                other => {
+                    return Err(ApiError::InvalidRequest {
+                        reason: format!("unknown include `{other}`; known: embedding"),
+                    })
+                }
+            }
+        }
+        Ok(AnalyzeOptions {
+            top_k,
+            min_confidence,
+            embedding,
+            release_threshold: None,
+        })
+    }
+}
+
+/// Analyze a batch of photos: concepts, quality, faces and model release,
+/// captions, and optionally the embedding.
+#[utoipa::path(
+    post,
+    path = "/v1/analyze",
+    params(AnalyzeQuery),
+    request_body(
+        content(
+            (AnalyzeRequest = "application/json"),
+            (Vec<u8> = "multipart/form-data"),
+            (Vec<u8> = "image/jpeg"),
+        ),
+        description = "JSON with base64 images; or multipart/form-data, every part with a filename a photo (text parts models, topK, minConfidence, include); or one raw photo (image/jpeg, image/png, image/webp, application/octet-stream) with the knobs as query parameters"
+    ),
+    responses(
+        (status = 200, description = "One result per image; a failed image carries an inline error", body = AnalyzeResponse),
+        (status = 400, description = "invalid_json, body_not_object, invalid_request, empty_batch, unknown_model, or every image invalid_base64", body = ErrorResponse),
+        (status = 413, description = "too_many_images, request_too_large, image_too_large, too_many_pixels", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type, or every image unsupported_format", body = ErrorResponse),
+        (status = 422, description = "every image corrupt_image, truncated_image, empty_image or unsupported_image_feature", body = AnalyzeResponse),
+        (status = 429, description = "overloaded; see Retry-After", body = ErrorResponse),
+        (status = 503, description = "not_ready or shutting_down; see Retry-After", body = ErrorResponse),
+    )
+)]
+pub async fn analyze(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    match analyze_inner(&state, &parts, &mut body).await {
+        Ok(response) => response,
+        Err(e) => {
+            if matches!(
+                e,
+                ApiError::Overloaded { .. } | ApiError::NotReady | ApiError::ShuttingDown
+            ) {
+                state.metrics().rejected(e.code());
+            }
+            // A client still sending its body would see a broken pipe
+            // instead of this answer: read the rest (without keeping it).
+            if let Some(body) = body {
+                drain(body, state.config().limits.max_request_bytes).await;
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// Reads and discards a body, up to `limit` bytes and a few seconds.
+async fn drain(body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn analyze_inner(
+    state: &AppState,
+    parts: &Parts,
+    body: &mut Option<Body>,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    // Bounds the bodies held in memory at once; refused, never queued.
+    let _request_permit = state.admit_request()?;
+    let limits = &state.config().limits;
+    let query: AnalyzeQuery = Query::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::InvalidRequest {
+            reason: e.body_text(),
+        })?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let take = |body: &mut Option<Body>| body.take().expect("the body is read once");
+    let (received, params) = match essence.as_str() {
+        "application/json" => {
+            let body = read_body(take(body), limits.max_request_bytes).await?;
+            let max_image_bytes = limits.max_image_bytes;
+            engine
+                .on_pool(move || parse_json(&body, max_image_bytes))
+                .await??
+        }
+        "multipart/form-data" => {
+            let request = Request::from_parts(parts.clone(), take(body));
+            read_multipart(request, &query, limits.max_image_bytes, state).await?
+        }
+        "image/jpeg" | "image/png" | "image/webp" | "application/octet-stream" => {
+            let body = read_body(take(body), limits.max_request_bytes).await?;
+            let id = query.id.clone().unwrap_or_else(|| "0".to_string());
+            check_image_size(&id, body.len(), limits.max_image_bytes)?;
+            (vec![(id, Ok(body.to_vec()))], Params::from_query(&query))
+        }
+        _ => {
+            return Err(ApiError::UnsupportedMediaType {
+                got: if content_type.is_empty() {
+                    "(none)".into()
+                } else {
+                    content_type
+                },
+            })
+        }
+    };
+    if received.is_empty() {
+        return Err(ApiError::EmptyBatch);
+    }
+    if received.len() > limits.max_images_per_request {
+        return Err(ApiError::TooManyImages {
+            count: received.len(),
+            limit: limits.max_images_per_request,
+        });
+    }
+    let opts = engine.options(params.models.as_deref(), params.options()?)?;
+    let _photo_permits = engine.admit(received.len())?;
+
+    // Every photo at once; dropping the set (the client went away) aborts
+    // them, and their queued work is skipped.
+    let mut tasks = JoinSet::new();
+    let count = received.len();
+    for (index, (id, bytes)) in received.into_iter().enumerate() {
+        let (engine, opts) = (engine.clone(), opts.clone());
+        tasks.spawn(async move {
+            let outcome = match bytes {
+                Ok(bytes) => engine.analyze(id.clone(), bytes, &opts).await,
+                Err(e) => Err(e),
+            };
+            (index, id, outcome)
+        });
+    }
+    let mut slots: Vec<Option<(String, Result<PhotoAnalysis, ImageError>)>> =
+        (0..count).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, id, outcome) =
+            joined.map_err(|e| ApiError::Internal(format!("an analysis task failed: {e}")))?;
+        slots[index] = Some((id, outcome));
+    }
+    let mut first_error: Option<ImageError> = None;
+    let mut any_ok = false;
+    let results = slots
+        .into_iter()
+        .map(|slot| {
+            let (photo_id, outcome) = slot.expect("every task answers");
+            match outcome {
+                Ok(analysis) => {
+                    state.metrics().image("ok");
+                    any_ok = true;
+                    AnalyzeResult::Ok(analysis)
+                }
+                Err(e) => {
+                    state.metrics().image(e.code());
+                    let failure = ImageFailure {
+                        photo_id,
+                        error: e.body(),
+                    };
+                    first_error.get_or_insert(e);
+                    AnalyzeResult::Failed(failure)
+                }
+            }
+        })
+        .collect();
+    Ok(match (any_ok, first_error) {
+        (false, Some(e)) => {
+            let error = ApiError::Image(e);
+            let body = AnalyzeResponse {
+                results,
+                error: Some(error.body()),
+            };
+            with_retry_after((error.status(), Json(body)).into_response(), &error)
+        }
+        _ => Json(AnalyzeResponse {
+            results,
+            error: None,
+        })
+        .into_response(),
+    })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::RequestTooLarge { limit }
+        } else {
+            ApiError::InvalidRequest {
+                reason: format!("reading the body: {e}"),
+            }
+        }
+    })
+}
+
+fn check_image_size(id: &str, bytes: usize, limit: usize) -> Result<(), ApiError> {
+    if bytes > limit {
+        return Err(ApiError::ImageTooLarge {
+            id: id.to_string(),
+            bytes,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Parses a JSON body and decodes its base64 images. CPU work: runs on the pool.
+fn parse_json(body: &[u8], max_image_bytes: usize) -> Result<(Vec<Received>, Params), ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => {
+            return Err(ApiError::InvalidJson {
+                reason: "the body is empty".into(),
+            })
+        }
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err(ApiError::BodyNotObject)
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidJson {
+                reason: "expected a JSON object".into(),
+            })
+        }
+    }
+    let request: AnalyzeRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidRequest {
+            reason: e.to_string(),
+        },
+        _ => ApiError::InvalidJson {
+            reason: e.to_string(),
+        },
+    })?;
+    let mut received = Vec::with_capacity(request.images.len());
+    for (index, image) in request.images.into_iter().enumerate() {
+        let id = image.id.unwrap_or_else(|| index.to_string());
+        let data = match image.data.split_once(";base64,") {
+            Some((prefix, data)) if prefix.starts_with("data:") => data,
+            _ => image.data.as_str(),
+        };
+        // Checked before decoding: base64 carries 3 bytes per 4 characters.
+        check_image_size(&id, data.len() / 4 * 3, max_image_bytes.saturating_add(3))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| ImageError::InvalidBase64(e.to_string()));
+        if let Ok(bytes) = &bytes {
+            check_image_size(&id, bytes.len(), max_image_bytes)?;
+        }
+        received.push((id, bytes));
+    }
+    let params = Params {
+        models: request.models,
+        top_k: request.top_k,
+        min_confidence: request.min_confidence,
+        include: request.include,
+    };
+    Ok((received, params))
+}
+
+/// Reads a multipart body: every part with a filename is a photo (its id is
+/// the filename); text parts `models`, `topK`, `minConfidence`, `include`.
+async fn read_multipart(
+    request: Request,
+    query: &AnalyzeQuery,
+    max_image_bytes: usize,
+    state: &AppState,
+) -> Result<(Vec<Received>, Params), ApiError> {
+    let limit = state.config().limits.max_request_bytes;
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::RequestTooLarge { limit }
+        } else {
+            ApiError::InvalidRequest {
+                reason: e.body_text(),
+            }
+        }
+    };
+    let mut multipart =
+        Multipart::from_request(request, &())
+            .await
+            .map_err(|e| ApiError::InvalidRequest {
+                reason: e.body_text(),
+            })?;
+    let mut params = Params::from_query(query);
+    let mut received = Vec::new();
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        if let Some(file_name) = field.file_name().map(String::from) {
+            let id = if file_name.is_empty() {
+                received.len().to_string()
+            } else {
+                file_name
+            };
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                bytes.extend_from_slice(&chunk);
+                check_image_size(&id, bytes.len(), max_image_bytes)?;
+            }
+            received.push((id, Ok(bytes)));
+            continue;
+        }
+        let text = field.text().await.map_err(multipart_error)?;
+        let bad = |what: &str| ApiError::InvalidRequest {
+            reason: format!("multipart field `{name}`: {what}"),
+        };
+        match name.as_str() {
+            "models" => params.models = Some(split_list(&text)),
+            "include" => params.include = split_list(&text),
+            "topK" => params.top_k = Some(text.trim().parse().map_err(|_| bad("not a number"))?),
+            "minConfidence" => {
+                params.min_confidence = Some(text.trim().parse().map_err(|_| bad("not a number"))?)
+            }
+            _ => return Err(bad("unknown field; photos need a filename")),
+        }
+    }
+    Ok((received, params))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelsResponse {
+    /// Each loaded model's `model.toml`, with the batching in effect.
+    #[schema(value_type = Vec<Object>)]
+    pub models: Vec<models::ModelConfig>,
+}
+
+/// The loaded models and their configuration.
+#[utoipa::path(get, path = "/v1/models", responses(
+    (status = 200, body = ModelsResponse),
+    (status = 503, description = "not_ready", body = ErrorResponse),
+))]
+pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelsResponse>, ApiError> {
+    let engine = state.engine()?;
+    Ok(Json(ModelsResponse {
+        models: engine.configs().to_vec(),
+    }))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: 200 once the models are loaded, 503 while loading or shutting down.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "ready"),
+    (status = 503, description = "not_ready or shutting_down", body = ErrorResponse),
+))]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.engine().map(|_| "ready\n")
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let gauges = state
+        .engine()
+        .map(|e| e.batcher_gauges())
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().render(&gauges),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound {
+        path: uri.path().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn json_bodies_are_classified() {
+        let code = |body: &str| parse_json(body.as_bytes(), 1000).err().map(|e| e.code());
+        assert_eq!(code(""), Some("invalid_json"));
+        assert_eq!(code("[1, 2]"), Some("body_not_object"));
+        assert_eq!(code("42"), Some("body_not_object"));
+        assert_eq!(code("{\"images\": "), Some("invalid_json"));
+        assert_eq!(code("{\"images\": 3}"), Some("invalid_request"));
+        assert_eq!(
+            code("{\"images\": [], \"topk\": 3}"),
+            Some("invalid_request")
+        );
+        assert_eq!(code("<html>"), Some("invalid_json"));
+    }
+
+    #[test]
+    fn images_decode_with_ids_and_data_urls_and_bad_base64_stays_inline() {
+        let body = format!(
+            r#"{{"images": [{{"id": "a", "data": "{}"}}, {{"data": "data:image/png;base64,{}"}}, {{"id": "c", "data": "@@@"}}], "topK": 3}}"#,
+            b64(b"abc"),
+            b64(b"xyz")
+        );
+        let (received, params) = parse_json(body.as_bytes(), 1000).unwrap();
+        assert_eq!(params.top_k, Some(3));
+        assert_eq!(received[0].0, "a");
+        assert_eq!(received[0].1.as_ref().unwrap(), b"abc");
+        assert_eq!(received[1].0, "1");
+        assert_eq!(received[1].1.as_ref().unwrap(), b"xyz");
+        assert_eq!(received[2].1.as_ref().unwrap_err().code(), "invalid_base64");
+    }
+
+    #[test]
+    fn an_oversized_image_refuses_the_request() {
+        let body = format!(r#"{{"images": [{{"data": "{}"}}]}}"#, b64(&[0u8; 2000]));
+        let e = parse_json(body.as_bytes(), 1000).unwrap_err();
+        assert_eq!(e.code(), "image_too_large");
+    }
+
+    #[test]
+    fn params_are_validated() {
+        let p = Params {
+            top_k: Some(0),
+            ..Params::default()
+        };
+        assert_eq!(p.options().unwrap_err().code(), "invalid_request");
+        let p = Params {
+            include: vec!["thumbnails".into()],
+            ..Params::default()
+        };
+        assert_eq!(p.options().unwrap_err().code(), "invalid_request");
+        let p = Params {
+            include: vec!["embedding".into()],
+            ..Params::default()
+        };
+        assert!(p.options().unwrap().embedding);
+    }
+}

@@ -1,0 +1,363 @@
+//! The service's configuration, built in one pass — defaults, then a TOML
+//! file, then `DARKROOM_*` environment variables, then command-line flags —
+//! and validated once at start-up into one typed struct.
+//!
+//! Each layer is a TOML table merged over the one before, so every field can
+//! be set the same way everywhere: `[limits] max_image_bytes = 1000` in the
+//! file is `DARKROOM_LIMITS__MAX_IMAGE_BYTES=1000` in the environment (`__`
+//! separates sections) and `limits.max_image_bytes` for a flag. Unknown keys
+//! are errors that name their source, so a typo never silently falls back to
+//! a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with this prefix are configuration.
+pub const ENV_PREFIX: &str = "DARKROOM_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("configuration ({sources}): {reason}")]
+    Invalid { sources: String, reason: String },
+}
+
+/// Everything `darkroom serve` needs. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Darkroom's home: the model repository and the ONNX Runtime library.
+    pub home: PathBuf,
+    /// Models to load; empty loads one of each kind.
+    pub models: Vec<String>,
+    /// `model` keeps each model's own decode mode (`exact` reproduces
+    /// training), `exact` or `fast` (SIMD resize, ~2.5× cheaper) override all.
+    pub decode: DecodeChoice,
+    /// Threads decoding and preprocessing photos; 0 means one per core.
+    pub cpu_workers: usize,
+    /// ONNX Runtime intra-op threads per model instance.
+    pub intra_threads: usize,
+    pub batching: BatchingOverrides,
+    pub limits: LimitsConfig,
+    /// Seconds to finish admitted requests after SIGTERM/SIGINT.
+    pub shutdown_grace_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeChoice {
+    Model,
+    Exact,
+    Fast,
+}
+
+/// Overrides of every model's `[batching]` section; absent keeps the model's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingOverrides {
+    pub max_batch_size: Option<usize>,
+    pub max_queue_delay_ms: Option<u64>,
+    /// Model instances (sessions and batcher threads) per model.
+    pub instances: Option<usize>,
+}
+
+/// What one request, and the service as a whole, may take on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_images_per_request: usize,
+    /// Bytes of one photo (after base64 decoding).
+    pub max_image_bytes: usize,
+    /// Bytes of one request body as sent (base64 adds a third).
+    pub max_request_bytes: usize,
+    /// Pixels of one photo, checked from its header before decoding.
+    pub max_pixels: u64,
+    /// Requests being read, parsed or analysed at once; beyond it, 429.
+    pub max_concurrent_requests: usize,
+    /// Photos admitted and not yet answered; a request that would pass it
+    /// is refused whole with 429 and `Retry-After`.
+    pub max_queued_images: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            home: PathBuf::from("var"),
+            models: Vec::new(),
+            decode: DecodeChoice::Model,
+            cpu_workers: 0,
+            intra_threads: 1,
+            batching: BatchingOverrides::default(),
+            limits: LimitsConfig::default(),
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_images_per_request: 64,
+            max_image_bytes: 20 << 20,
+            max_request_bytes: 64 << 20,
+            max_pixels: 100_000_000,
+            max_concurrent_requests: 64,
+            max_queued_images: 256,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Merges the layers in order and validates the result. `env` is the
+    /// process environment (only `DARKROOM_*` is read); `flags` holds the
+    /// command-line settings, keyed like the file.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<ServerConfig, ConfigError> {
+        let defaults =
+            toml::Table::try_from(ServerConfig::default()).expect("the default config serialises");
+        let mut table = defaults.clone();
+        let mut sources = vec!["defaults".to_string()];
+        if let Some(path) = file {
+            let file_err = |reason: String| ConfigError::File {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+            let layer: toml::Table = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+            merge(&mut table, layer);
+            parse(&table).map_err(file_err)?;
+            sources.push(path.display().to_string());
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (name, raw) in &env {
+            let env_err = |reason: String| ConfigError::Env {
+                name: name.clone(),
+                reason,
+            };
+            set_env(&mut table, &defaults, name, raw).map_err(env_err)?;
+            // Checked one variable at a time so an error names its variable.
+            parse(&table).map_err(env_err)?;
+        }
+        if !env.is_empty() {
+            sources.push("environment".into());
+        }
+        if !flags.is_empty() {
+            merge(&mut table, flags);
+            sources.push("flags".into());
+        }
+        let sources = sources.join(" → ");
+        let config = parse(&table).map_err(|reason| ConfigError::Invalid {
+            sources: sources.clone(),
+            reason,
+        })?;
+        config
+            .validate()
+            .map_err(|reason| ConfigError::Invalid { sources, reason })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        let positive = [
+            ("intra_threads", self.intra_threads),
+            ("limits.max_images_per_request", l.max_images_per_request),
+            ("limits.max_image_bytes", l.max_image_bytes),
+            ("limits.max_request_bytes", l.max_request_bytes),
+            ("limits.max_concurrent_requests", l.max_concurrent_requests),
+            ("limits.max_queued_images", l.max_queued_images),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if l.max_pixels == 0 {
+            return Err("limits.max_pixels must be at least 1".into());
+        }
+        if self.batching.max_batch_size == Some(0) || self.batching.instances == Some(0) {
+            return Err("batching.max_batch_size and batching.instances must be at least 1".into());
+        }
+        if l.max_images_per_request > l.max_queued_images {
+            return Err(format!(
+                "limits.max_images_per_request ({}) exceeds limits.max_queued_images ({}): such a request could never be admitted",
+                l.max_images_per_request, l.max_queued_images
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decode and preprocessing threads, with 0 resolved to the core count.
+    pub fn cpu_workers(&self) -> usize {
+        match self.cpu_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+fn parse(table: &toml::Table) -> Result<ServerConfig, String> {
+    toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+/// Sets `a.b.c = value` in `table` from `DARKROOM_A__B__C`. Values parse as
+/// TOML (numbers, booleans, arrays) and fall back to a string; where the
+/// default is a list, a plain string is split on commas.
+fn set_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    name: &str,
+    raw: &str,
+) -> Result<(), String> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|p| p.to_ascii_lowercase())
+        .collect();
+    let (last, sections) = path.split_last().expect("split gives one part at least");
+    let mut default = Some(defaults);
+    for key in sections {
+        default = default.and_then(|t| t.get(key)).and_then(|v| v.as_table());
+    }
+    let value = match default.and_then(|t| t.get(last)) {
+        Some(toml::Value::Array(_)) if !raw.trim_start().starts_with('[') => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_string()),
+        _ => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+    };
+    let mut table = table;
+    for key in sections {
+        table = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a section"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else
+/// replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("darkroom-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("darkroom.toml");
+        std::fs::write(
+            &file,
+            "cpu_workers = 3\nintra_threads = 2\n[limits]\nmax_image_bytes = 1000\nmax_pixels = 5000\n",
+        )
+        .unwrap();
+        let mut flags = toml::Table::new();
+        flags.insert("intra_threads".into(), toml::Value::Integer(4));
+        let config = ServerConfig::load(
+            Some(&file),
+            env(&[
+                ("DARKROOM_LIMITS__MAX_IMAGE_BYTES", "2000"),
+                ("DARKROOM_MODELS", "efficientnet-lite0, brisque"),
+                ("DARKROOM_BATCHING__MAX_BATCH_SIZE", "8"),
+                ("DARKROOM_DECODE", "fast"),
+                ("PATH", "/usr/bin"),
+            ]),
+            flags,
+        )
+        .unwrap();
+        assert_eq!(config.cpu_workers, 3, "file over default");
+        assert_eq!(config.limits.max_pixels, 5000, "file");
+        assert_eq!(config.limits.max_image_bytes, 2000, "env over file");
+        assert_eq!(config.intra_threads, 4, "flag over file");
+        assert_eq!(config.models, vec!["efficientnet-lite0", "brisque"]);
+        assert_eq!(config.batching.max_batch_size, Some(8));
+        assert_eq!(config.decode, DecodeChoice::Fast);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_source() {
+        let e = ServerConfig::load(None, env(&[("DARKROOM_WORKERZ", "3")]), toml::Table::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("DARKROOM_WORKERZ"), "{e}");
+
+        let e = ServerConfig::load(
+            None,
+            env(&[("DARKROOM_CPU_WORKERS", "many")]),
+            toml::Table::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("DARKROOM_CPU_WORKERS"), "{e}");
+
+        let e = ServerConfig::load(
+            None,
+            env(&[("DARKROOM_LIMITS__MAX_QUEUED_IMAGES", "4")]),
+            toml::Table::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_queued_images"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("darkroom-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[limits]\nmax_image_byte = 1\n").unwrap();
+        let e = ServerConfig::load(Some(&file), env(&[]), toml::Table::new()).unwrap_err();
+        assert!(e.to_string().contains("max_image_byte"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn defaults_round_trip_and_validate() {
+        let config = ServerConfig::load(None, env(&[]), toml::Table::new()).unwrap();
+        assert_eq!(config, ServerConfig::default());
+        let again: ServerConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(again, config);
+    }
+}

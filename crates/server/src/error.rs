@@ -1,0 +1,234 @@
+//! The service's one error table: every failure a client can see, its HTTP
+//! status and its stable `code`, mapped in one exhaustive match. Errors of
+//! one image inside a batch use the same codes inline (`ImageError`).
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body is not valid JSON: {reason}")]
+    InvalidJson { reason: String },
+    #[error("the body must be a JSON object like {{\"images\": [...]}}")]
+    BodyNotObject,
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error("the request has no images")]
+    EmptyBatch,
+    #[error("{count} images in one request; the limit is {limit}")]
+    TooManyImages { count: usize, limit: usize },
+    #[error("the request body is larger than {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    #[error("image `{id}` is {bytes} bytes; the limit is {limit}")]
+    ImageTooLarge {
+        id: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("content type `{got}` is not accepted; send application/json, multipart/form-data or an image (image/jpeg, image/png, image/webp)")]
+    UnsupportedMediaType { got: String },
+    #[error("unknown model `{name}`; loaded: {loaded}")]
+    UnknownModel { name: String, loaded: String },
+    #[error("the service is at capacity; retry after {} s", retry_after.as_secs())]
+    Overloaded { retry_after: Duration },
+    #[error("models are still loading")]
+    NotReady,
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("no route for {path}")]
+    NotFound { path: String },
+    /// Every image of the request failed: the request takes the first one's
+    /// status and code (the body still lists each image's error).
+    #[error("{0}")]
+    Image(ImageError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why one image of a batch has no analysis.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("the data is not valid base64: {0}")]
+    InvalidBase64(String),
+    #[error(transparent)]
+    Imaging(#[from] imaging::ImagingError),
+    #[error("the model queue is full")]
+    Overloaded,
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("the service is shutting down")]
+    ShuttingDown,
+}
+
+impl ImageError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ImageError::InvalidBase64(_) => StatusCode::BAD_REQUEST,
+            ImageError::Imaging(e) => match e {
+                imaging::ImagingError::TooManyBytes { .. }
+                | imaging::ImagingError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                imaging::ImagingError::UnsupportedFormat { .. } => {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                }
+                imaging::ImagingError::UnsupportedFeature { .. }
+                | imaging::ImagingError::Truncated { .. }
+                | imaging::ImagingError::Corrupt { .. }
+                | imaging::ImagingError::EmptyImage { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                // `ImagingError` is non-exhaustive: a new variant is the
+                // input's fault unless it says otherwise.
+                e if e.is_client_error() => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ImageError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ImageError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ImageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImageError::InvalidBase64(_) => "invalid_base64",
+            ImageError::Imaging(e) => e.code(),
+            ImageError::Overloaded => "overloaded",
+            ImageError::Inference(_) => "inference_failed",
+            ImageError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code().to_string(),
+            message: self.to_string(),
+        }
+    }
+}
+
+/// `{"code": "...", "message": "..."}`: `code` is stable, `message` is for people.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// The body of every non-2xx answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson { .. }
+            | ApiError::BodyNotObject
+            | ApiError::InvalidRequest { .. }
+            | ApiError::EmptyBatch
+            | ApiError::UnknownModel { .. } => StatusCode::BAD_REQUEST,
+            ApiError::TooManyImages { .. }
+            | ApiError::RequestTooLarge { .. }
+            | ApiError::ImageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotReady | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Image(e) => e.status(),
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson { .. } => "invalid_json",
+            ApiError::BodyNotObject => "body_not_object",
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::EmptyBatch => "empty_batch",
+            ApiError::TooManyImages { .. } => "too_many_images",
+            ApiError::RequestTooLarge { .. } => "request_too_large",
+            ApiError::ImageTooLarge { .. } => "image_too_large",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::UnknownModel { .. } => "unknown_model",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::NotReady => "not_ready",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Image(e) => e.code(),
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for 429/503.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Overloaded { retry_after } => Some(retry_after.as_secs().max(1)),
+            ApiError::NotReady | ApiError::ShuttingDown => Some(1),
+            ApiError::Image(ImageError::Overloaded | ImageError::ShuttingDown) => Some(1),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code().to_string(),
+            message: self.to_string(),
+        }
+    }
+}
+
+/// Adds `Retry-After` to a response when the error asks for it.
+pub fn with_retry_after(mut response: Response, error: &ApiError) -> Response {
+    if let Some(seconds) = error.retry_after() {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&seconds.to_string()).expect("digits are a valid header"),
+        );
+    }
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(ErrorResponse { error: self.body() });
+        with_retry_after((self.status(), body).into_response(), &self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_and_shutdown_carry_retry_after() {
+        let e = ApiError::Overloaded {
+            retry_after: Duration::from_secs(3),
+        };
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let response = ApiError::ShuttingDown.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn image_errors_map_to_client_statuses() {
+        let truncated = ImageError::Imaging(imaging::ImagingError::Truncated {
+            format: imaging::Format::Jpeg,
+        });
+        assert_eq!(truncated.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(truncated.code(), "truncated_image");
+        let huge = ImageError::Imaging(imaging::ImagingError::TooManyPixels {
+            width: 50_000,
+            height: 50_000,
+            limit: 100_000_000,
+        });
+        assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            ImageError::InvalidBase64("x".into()).code(),
+            "invalid_base64"
+        );
+    }
+}

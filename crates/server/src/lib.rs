@@ -1,0 +1,167 @@
+//! Darkroom's HTTP service: `POST /v1/analyze` in front of a dynamic batcher
+//! per model, plus `/v1/models`, `/metrics`, `/healthz`, `/readyz` and
+//! `/openapi.json`.
+//!
+//! [`serve`] takes its listener and a shutdown signal, so tests start it on
+//! port 0 and stop it cleanly. Models load in the background after the
+//! listener is up: `/readyz` answers 503 until they are loaded.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use config::ServerConfig;
+pub use engine::Engine;
+pub use error::ApiError;
+use metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    config: ServerConfig,
+    /// Set once the models are loaded; until then the API answers `not_ready`.
+    engine: OnceLock<Arc<Engine>>,
+    metrics: Arc<Metrics>,
+    /// Requests being read, parsed or analysed; a request that finds no
+    /// permit is refused with 429 (bounds the bodies held in memory).
+    requests: Arc<Semaphore>,
+    /// Set when the shutdown signal arrives: new work gets `shutting_down`.
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig) -> AppState {
+        let requests = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
+        AppState {
+            inner: Arc::new(Shared {
+                config,
+                engine: OnceLock::new(),
+                metrics: Arc::new(Metrics::default()),
+                requests,
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Loads the models (blocking, seconds) and makes the service ready.
+    pub fn load_engine(&self) -> Result<(), models::ModelError> {
+        let engine = Engine::load(&self.inner.config, self.inner.metrics.clone())?;
+        let _ = self.inner.engine.set(Arc::new(engine));
+        Ok(())
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The engine, if the service is ready for new work.
+    pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(ApiError::ShuttingDown);
+        }
+        self.inner.engine.get().cloned().ok_or(ApiError::NotReady)
+    }
+
+    fn admit_request(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.inner
+            .requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded {
+                retry_after: self
+                    .inner
+                    .engine
+                    .get()
+                    .map_or(Duration::from_secs(1), |e| e.retry_after()),
+            })
+    }
+
+    fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().limits.max_request_bytes;
+    Router::new()
+        .route("/v1/analyze", post(api::analyze))
+        .route("/v1/models", get(api::list_models))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/openapi.json", get(api::openapi))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by route template and status, and its latency.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    state.metrics().request_started();
+    let response = next.run(request).await;
+    state
+        .metrics()
+        .request_finished(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Serves until `shutdown` completes, then stops accepting, answers what was
+/// admitted (for at most `shutdown_grace_s`), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(state.config().shutdown_grace_s);
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let on_signal = state.clone();
+    let graceful =
+        axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+            shutdown.await;
+            on_signal.begin_shutdown();
+            let _ = signalled_tx.send(());
+        });
+    tokio::select! {
+        served = graceful => served,
+        _ = async {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            eprintln!("darkroom: shutdown grace of {grace:?} ran out; dropping unanswered requests");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The OpenAPI document, generated from the handlers' and types' annotations
+//! so it cannot drift from the code.
+
+use utoipa::OpenApi;
+
+use crate::api;
+use crate::error::{ErrorBody, ErrorResponse};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Darkroom",
+        description = "Self-hosted photo understanding: concepts with confidence, technical quality, faces and whether a model release is required, captions and embeddings, for a batch of photos per call. Errors carry a stable `code`; 429 and 503 carry `Retry-After`."
+    ),
+    paths(
+        api::analyze,
+        api::list_models,
+        api::healthz,
+        api::readyz,
+        api::metrics,
+        api::openapi
+    ),
+    components(schemas(
+        api::AnalyzeRequest,
+        api::ImageInput,
+        api::AnalyzeResponse,
+        api::AnalyzeResult,
+        api::ImageFailure,
+        api::ModelsResponse,
+        models::analysis::PhotoAnalysis,
+        models::analysis::Face,
+        models::captioner::Caption,
+        ErrorBody,
+        ErrorResponse
+    ))
+)]
+struct ApiDoc;
+
+/// The document as JSON.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_json()
+        .expect("the OpenAPI document serialises")
+}

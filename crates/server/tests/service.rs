@@ -1,0 +1,624 @@
+//! The service end to end on loopback, with the real models and photos: the
+//! three body forms, every bad input a client can send, the endpoints,
+//! overload refusal with bounded memory, and graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use models::Home;
+use serde_json::{json, Value};
+use server::config::ServerConfig;
+use server::AppState;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+fn home() -> Home {
+    let home = Home::discover();
+    assert!(
+        home.models().is_dir(),
+        "no model repository at {}: run `darkroom models fetch` first",
+        home.models().display()
+    );
+    home
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(home().samples().join(name)).expect("sample photo")
+}
+
+fn camera(name: &str) -> Vec<u8> {
+    std::fs::read(home().camera_photos().join(name)).expect("camera photo")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+struct Server {
+    url: String,
+    state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+        let mut config = ServerConfig {
+            home: home().root,
+            cpu_workers: 2,
+            ..ServerConfig::default()
+        };
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503, "not ready before the models load");
+        let loader = state.clone();
+        tokio::task::spawn_blocking(move || loader.load_engine())
+            .await
+            .unwrap()
+            .expect("models load");
+        Server {
+            url,
+            state,
+            stop: Some(stop),
+            handle,
+            client,
+        }
+    }
+
+    async fn post(
+        &self,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.post_to("/v1/analyze", content_type, body).await
+    }
+
+    async fn post_to(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }));
+        (status, value, headers)
+    }
+
+    async fn json(&self, body: Value) -> (u16, Value) {
+        let (status, value, _) = self
+            .post("application/json", serde_json::to_vec(&body).unwrap())
+            .await;
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn code(value: &Value) -> &str {
+    value["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_batch_answers_in_order_with_inline_errors() {
+    let server = Server::start(|_| {}).await;
+    let (status, body) = server
+        .json(json!({
+            "images": [
+                {"id": "cat", "data": b64(&sample("chelsea.png"))},
+                {"id": "broken", "data": "not base64 at all!"},
+                {"id": "astronaut", "data": b64(&sample("astronaut.png"))},
+            ],
+            "topK": 8,
+            "include": ["embedding"],
+        }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["photoId"], "cat");
+    let top: Vec<&str> = results[0]["concepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    assert!(top.len() <= 8 && top.contains(&"tabby cat"), "{top:?}");
+    assert!(results[0]["quality"].as_f64().is_some());
+    let embedding = base64::engine::general_purpose::STANDARD
+        .decode(results[0]["embedding"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(embedding.len(), 1280 * 4);
+    assert_eq!(results[1]["photoId"], "broken");
+    assert_eq!(code(&results[1]), "invalid_base64");
+    assert_eq!(results[2]["photoId"], "astronaut");
+    assert_eq!(results[2]["modelReleaseRequired"], true);
+    let face = &results[2]["faces"][0];
+    assert!(
+        (face["score"].as_f64().unwrap() - 0.92).abs() < 0.01,
+        "{face}"
+    );
+    assert!(!results[2]["captions"].as_array().unwrap().is_empty());
+
+    // Only the models asked for.
+    let (status, body) = server
+        .json(json!({"images": [{"data": b64(&sample("coffee.png"))}], "models": ["efficientnet-lite0"]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["results"][0];
+    assert_eq!(result["photoId"], "0");
+    assert!(result.get("quality").is_none(), "{result}");
+    assert!(result["captions"].as_array().unwrap().is_empty());
+    assert!(
+        result["concepts"].to_string().contains("\"espresso\""),
+        "{result}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_and_raw_bodies_are_accepted() {
+    let server = Server::start(|_| {}).await;
+    let boundary = "darkroom-test-boundary";
+    let mut body = Vec::new();
+    for (name, bytes) in [
+        ("chelsea.png", sample("chelsea.png")),
+        ("rocket.jpg", sample("rocket.jpg")),
+    ] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"topK\"\r\n\r\n2\r\n--{boundary}--\r\n").as_bytes(),
+    );
+    let (status, value, _) = server
+        .post(&format!("multipart/form-data; boundary={boundary}"), body)
+        .await;
+    assert_eq!(status, 200, "{value}");
+    let results = value["results"].as_array().unwrap();
+    assert_eq!(results[0]["photoId"], "chelsea.png");
+    assert_eq!(results[1]["photoId"], "rocket.jpg");
+    assert!(results[0]["concepts"].as_array().unwrap().len() <= 2);
+
+    let (status, value, _) = server
+        .post_to(
+            "/v1/analyze?id=mug&topK=1",
+            "image/png",
+            sample("coffee.png"),
+        )
+        .await;
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(value["results"][0]["photoId"], "mug");
+    assert_eq!(value["results"][0]["concepts"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}
+
+/// A PNG whose header claims 50,000 × 50,000 pixels (and has no pixel data).
+fn huge_png_header() -> Vec<u8> {
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(b"IHDR");
+    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let crc = crc32(&ihdr);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc.to_be_bytes());
+    png
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_specific_4xx_and_the_server_stays_up() {
+    let server = Server::start(|config| {
+        config.limits.max_images_per_request = 4;
+        config.limits.max_image_bytes = 2_000_000;
+        config.limits.max_request_bytes = 4_000_000;
+    })
+    .await;
+    let jpeg = sample("rocket.jpg");
+    let one = |data: String| json!({"images": [{"id": "x", "data": data}]});
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "invalid base64",
+            "application/json",
+            serde_json::to_vec(&one("%%%".into())).unwrap(),
+            400,
+            "invalid_base64",
+        ),
+        (
+            "not an image",
+            "application/json",
+            serde_json::to_vec(&one(b64(b"hello, this is text"))).unwrap(),
+            415,
+            "unsupported_format",
+        ),
+        (
+            "truncated JPEG",
+            "application/json",
+            serde_json::to_vec(&one(b64(&jpeg[..jpeg.len() / 3]))).unwrap(),
+            422,
+            "truncated_image",
+        ),
+        (
+            "50,000 × 50,000 PNG",
+            "application/json",
+            serde_json::to_vec(&one(b64(&huge_png_header()))).unwrap(),
+            413,
+            "too_many_pixels",
+        ),
+        (
+            "empty batch",
+            "application/json",
+            br#"{"images": []}"#.to_vec(),
+            400,
+            "empty_batch",
+        ),
+        (
+            "wrong content type",
+            "text/plain",
+            b"hello".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "unknown model",
+            "application/json",
+            serde_json::to_vec(
+                &json!({"images": [{"data": b64(&jpeg)}], "models": ["resnet-9000"]}),
+            )
+            .unwrap(),
+            400,
+            "unknown_model",
+        ),
+        (
+            "JSON array",
+            "application/json",
+            b"[1, 2, 3]".to_vec(),
+            400,
+            "body_not_object",
+        ),
+        (
+            "JSON syntax",
+            "application/json",
+            b"{\"images\": [".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "wrong field type",
+            "application/json",
+            br#"{"images": "all of them"}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "topK out of range",
+            "application/json",
+            serde_json::to_vec(&json!({"images": [{"data": b64(&jpeg)}], "topK": 0})).unwrap(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "too many images",
+            "application/json",
+            serde_json::to_vec(&json!({"images": vec![json!({"data": "AAAA"}); 5]})).unwrap(),
+            413,
+            "too_many_images",
+        ),
+        (
+            "image too large",
+            "application/json",
+            serde_json::to_vec(&one(b64(&vec![0u8; 2_500_000]))).unwrap(),
+            413,
+            "image_too_large",
+        ),
+        (
+            "request too large",
+            "image/jpeg",
+            vec![0u8; 5_000_000],
+            413,
+            "request_too_large",
+        ),
+        (
+            "empty raw body",
+            "image/jpeg",
+            Vec::new(),
+            415,
+            "unsupported_format",
+        ),
+    ];
+    for (what, content_type, body, status, expected) in cases {
+        let (got, value, _) = server.post(content_type, body).await;
+        assert_eq!((got, code(&value)), (status, expected), "{what}: {value}");
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: a message for people too: {value}"
+        );
+    }
+    let (status, value, _) = server
+        .post_to("/v1/nothing", "application/json", b"{}".to_vec())
+        .await;
+    assert_eq!((status, code(&value)), (404, "not_found"));
+
+    // Still serving.
+    let (status, value) = server.json(one(b64(&jpeg))).await;
+    assert_eq!(status, 200, "{value}");
+    assert!(value["results"][0]["concepts"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty()));
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("darkroom_images_total{outcome=\"truncated_image\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_metrics_health_and_openapi() {
+    let server = Server::start(|config| config.batching.max_batch_size = Some(4)).await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/readyz").await.0, 200);
+
+    let (status, body) = server.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let models: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "efficientnet-lite0",
+            "blazeface-short-range",
+            "brisque",
+            "template-captioner"
+        ]
+    );
+    assert_eq!(
+        models["models"][0]["batching"]["max_batch_size"], 4,
+        "override in effect"
+    );
+
+    let images: Vec<Value> = (0..6)
+        .map(|i| json!({"id": format!("p{i}"), "data": b64(&sample("coffee.png"))}))
+        .collect();
+    let (status, _) = server.json(json!({ "images": images })).await;
+    assert_eq!(status, 200);
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for needle in [
+        "darkroom_http_requests_total{route=\"/v1/analyze\",status=\"200\"} 1",
+        "darkroom_batch_size_count{model=\"efficientnet-lite0\"}",
+        "darkroom_inference_seconds_sum{model=\"blazeface-short-range\"}",
+        "darkroom_queue_wait_seconds_count{model=\"efficientnet-lite0\"} 6",
+        "darkroom_decode_seconds_count 6",
+        "darkroom_images_total{outcome=\"ok\"} 6",
+        "darkroom_http_in_flight_requests 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    // Six photos at max_batch_size 4 need at least two batches.
+    let batches: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("darkroom_batch_size_count{model=\"efficientnet-lite0\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(batches >= 2.0, "{batches}");
+
+    let (status, body) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    for path in [
+        "/v1/analyze",
+        "/v1/models",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"].get("PhotoAnalysis").is_some());
+    server.stop().await;
+}
+
+/// Resident set size of this process (the server runs in it), in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_with_retry_after_and_memory_stays_bounded() {
+    let server = Server::start(|config| {
+        config.limits.max_queued_images = 8;
+        config.limits.max_concurrent_requests = 16;
+    })
+    .await;
+    let body = serde_json::to_vec(&json!({"images": [
+        {"data": b64(&camera("Garden.jpg"))},
+        {"data": b64(&camera("Aqua.jpg"))},
+    ]}))
+    .unwrap();
+    let before = rss_mib();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    // 300 requests (600 photos) at once: far more than 8 photos in flight.
+    for _ in 0..300 {
+        let (client, url, body) = (server.client.clone(), server.url.clone(), body.clone());
+        tasks.spawn(async move {
+            let response = client
+                .post(format!("{url}/v1/analyze"))
+                .header("content-type", "application/json")
+                .body(body)
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .expect("every request is answered");
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let value: Value = response.json_value().await;
+            (status, retry_after, value)
+        });
+    }
+    let (mut ok, mut refused, mut peak) = (0, 0, 0.0f64);
+    while let Some(joined) = tasks.join_next().await {
+        let (status, retry_after, value) = joined.unwrap();
+        peak = peak.max(rss_mib());
+        match status {
+            200 => {
+                let results = value["results"].as_array().unwrap();
+                assert_eq!(results.len(), 2);
+                assert!(
+                    results.iter().all(|r| r.get("concepts").is_some()),
+                    "{value}"
+                );
+                ok += 1;
+            }
+            429 | 503 => {
+                assert_eq!(code(&value), "overloaded", "{value}");
+                let seconds: u64 = retry_after
+                    .expect("Retry-After on a refusal")
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(seconds >= 1);
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}: {value}"),
+        }
+    }
+    println!(
+        "overload: {ok} answered, {refused} refused in {:.1}s; RSS {before:.0} MiB before, peak {peak:.0} MiB",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ok >= 1 && refused >= 1, "{ok} ok, {refused} refused");
+    assert_eq!(ok + refused, 300);
+    assert!(peak < 2048.0, "RSS peaked at {peak:.0} MiB");
+    // Nothing left queued, and a request afterwards succeeds.
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(metrics.contains("darkroom_batcher_queued{model=\"efficientnet-lite0\"} 0"));
+    assert!(metrics.contains("darkroom_rejected_requests_total{reason=\"overloaded\"}"));
+    let (status, _, _) = server.post("application/json", body).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+trait JsonValue {
+    async fn json_value(self) -> Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Value {
+        let text = self.text().await.unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_admitted_requests_then_refuses() {
+    let server = Server::start(|_| {}).await;
+    let images: Vec<Value> = ["Garden.jpg", "Aqua.jpg", "Dune.jpg", "Storm.jpg"]
+        .iter()
+        .map(|name| json!({"id": name, "data": b64(&camera(name))}))
+        .collect();
+    let body = serde_json::to_vec(&json!({ "images": images })).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (client, url, body) = (server.client.clone(), server.url.clone(), body.clone());
+        tasks.spawn(async move {
+            client
+                .post(format!("{url}/v1/analyze"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+    }
+    // Let them be admitted, then signal shutdown while they are in flight.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = server.url.clone();
+    let state = server.state.clone();
+    server.stop().await;
+    while let Some(joined) = tasks.join_next().await {
+        assert_eq!(joined.unwrap().expect("answered before exit"), 200);
+    }
+    assert!(matches!(
+        state.engine(),
+        Err(server::ApiError::ShuttingDown)
+    ));
+    let refused = reqwest::Client::new()
+        .get(format!("{url}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(refused.is_err(), "the listener is closed after shutdown");
+}
