@@ -1,7 +1,9 @@
 //! `darkroom`: self-hosted photo understanding in one binary.
 
 mod analyze;
+mod bench;
 mod models_cmd;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,12 +17,13 @@ use clap::{Parser, Subcommand};
     about = "Self-hosted photo understanding: concepts, faces and model releases, quality, captions, embeddings.",
     long_about = "Self-hosted photo understanding: concepts, faces and model releases, quality, captions, embeddings.\n\n\
         Start with `darkroom models fetch` (downloads pinned packages, builds the model repository under the home), \
-        then `darkroom analyze PHOTOS...`."
+        then `darkroom analyze PHOTOS...` or `darkroom serve`."
 )]
 struct Cli {
     /// Darkroom's home: download cache, model repository, ONNX Runtime library, sample photos.
-    #[arg(long, env = "DARKROOM_HOME", default_value = "var", global = true)]
-    home: PathBuf,
+    /// [default: var]
+    #[arg(long, env = "DARKROOM_HOME", global = true)]
+    home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,14 +37,22 @@ enum Command {
         #[command(subcommand)]
         command: models_cmd::ModelsCommand,
     },
+    /// Serve the analyze API over HTTP, with a dynamic batcher per model.
+    #[command(long_about = serve::LONG_ABOUT)]
+    Serve(serve::ServeArgs),
+    /// Load-test a running server's analyze API: photos/s, latency percentiles, errors, batch sizes.
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let home = models::Home::new(cli.home);
+    let home = models::Home::new(cli.home.clone().unwrap_or_else(|| PathBuf::from("var")));
     let outcome = match cli.command {
+        Command::Serve(args) => serve::run(cli.home, args),
         Command::Analyze(args) => analyze::run(&home, args),
         Command::Models { command } => models_cmd::run(&home, command),
+        Command::Bench(args) => bench::run(args),
     };
     match outcome {
         Ok(code) => code,
