@@ -126,13 +126,34 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let started = Instant::now();
+    let mut guard = InFlight {
+        state: state.clone(),
+        route,
+        started: Instant::now(),
+        // Until a response exists: the client went away first (nginx's 499).
+        status: 499,
+    };
     state.metrics().request_started();
     let response = next.run(request).await;
-    state
-        .metrics()
-        .request_finished(&route, response.status().as_u16(), started.elapsed());
+    guard.status = response.status().as_u16();
     response
+}
+
+/// Counts a request as finished when its handler completes or is dropped
+/// (the client disconnected), so the in-flight gauge never leaks.
+struct InFlight {
+    state: AppState,
+    route: String,
+    started: Instant,
+    status: u16,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state
+            .metrics()
+            .request_finished(&self.route, self.status, self.started.elapsed());
+    }
 }
 
 /// Serves until `shutdown` completes, then stops accepting, answers what was

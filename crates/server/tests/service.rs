@@ -622,3 +622,65 @@ async fn shutdown_answers_admitted_requests_then_refuses() {
         .await;
     assert!(refused.is_err(), "the listener is closed after shutdown");
 }
+
+/// The value of the first metrics line starting with `prefix`.
+fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_has_its_remaining_photos_dropped() {
+    let server = Server::start(|config| config.cpu_workers = 1).await;
+    let photo = b64(&camera("Garden.jpg"));
+    let images: Vec<Value> = (0..48)
+        .map(|i| json!({"id": i.to_string(), "data": photo}))
+        .collect();
+    let body = serde_json::to_vec(&json!({ "images": images })).unwrap();
+    let address = server.url.trim_start_matches("http://").to_string();
+    let head = format!(
+        "POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // Dropped: the client goes away without reading the answer.
+    })
+    .await
+    .unwrap();
+
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = server.get("/metrics").await.1;
+        if metrics.contains("status=\"499\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("darkroom_http_requests_total{route=\"/v1/analyze\",status=\"499\"} 1"),
+        "{metrics}"
+    );
+    // Give anything still running a moment, then count what was decoded.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = server.get("/metrics").await.1;
+    let decoded = metric(&metrics, "darkroom_decode_seconds_count").unwrap_or(0.0);
+    println!("client gone: {decoded} of 48 photos decoded");
+    assert!(
+        decoded < 48.0,
+        "{decoded} photos decoded for a client that left"
+    );
+    assert_eq!(
+        metric(&metrics, "darkroom_http_in_flight_requests"),
+        Some(1.0),
+        "only /metrics itself"
+    );
+    server.stop().await;
+}
