@@ -1,21 +1,16 @@
-//! The HTTP handlers: `POST /v1/analyze` in its three body forms (JSON with
-//! base64 images, multipart, a raw image), the model list, health, metrics
-//! and the OpenAPI document.
+//! The three forms of an analyze request's body — JSON with base64 images,
+//! multipart, one raw image — read into the same list of received photos and
+//! knobs, with the size limits checked as they are read.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::request::Parts;
-use axum::http::{header, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::StatusCode;
 use base64::Engine as _;
-use models::analysis::PhotoAnalysis;
 use models::analyzer::AnalyzeOptions;
-use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{with_retry_after, ApiError, ErrorBody, ErrorResponse, ImageError};
+use crate::error::{ApiError, ImageError};
 use crate::AppState;
 
 /// `POST /v1/analyze` as JSON.
@@ -66,42 +61,17 @@ pub struct AnalyzeQuery {
     pub id: Option<String>,
 }
 
-/// One photo's answer: its analysis, or why it has none.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum AnalyzeResult {
-    Ok(PhotoAnalysis),
-    Failed(ImageFailure),
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageFailure {
-    pub photo_id: String,
-    pub error: ErrorBody,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AnalyzeResponse {
-    /// One per image, in request order.
-    pub results: Vec<AnalyzeResult>,
-    /// Present only when every image failed (the status is then the first
-    /// image's error status).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
-}
-
 /// The request's knobs, from whichever body form carried them.
 #[derive(Debug, Default)]
-struct Params {
-    models: Option<Vec<String>>,
+pub(super) struct Params {
+    pub(super) models: Option<Vec<String>>,
     top_k: Option<usize>,
     min_confidence: Option<f32>,
     include: Vec<String>,
 }
 
 /// A photo as received: its id and bytes, or why the bytes are unusable.
-type Received = (String, Result<Vec<u8>, ImageError>);
+pub(super) type Received = (String, Result<Vec<u8>, ImageError>);
 
 fn split_list(s: &str) -> Vec<String> {
     s.split(',')
@@ -112,7 +82,7 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 impl Params {
-    fn from_query(q: &AnalyzeQuery) -> Params {
+    pub(super) fn from_query(q: &AnalyzeQuery) -> Params {
         Params {
             models: q.models.as_deref().map(split_list),
             top_k: q.top_k,
@@ -121,7 +91,7 @@ impl Params {
         }
     }
 
-    fn options(&self) -> Result<AnalyzeOptions, ApiError> {
+    pub(super) fn options(&self) -> Result<AnalyzeOptions, ApiError> {
         let defaults = AnalyzeOptions::default();
         let top_k = self.top_k.unwrap_or(defaults.top_k);
         if !(1..=100).contains(&top_k) {
@@ -155,54 +125,8 @@ impl Params {
     }
 }
 
-/// Analyze a batch of photos: concepts, quality, faces and model release,
-/// captions, and optionally the embedding.
-#[utoipa::path(
-    post,
-    path = "/v1/analyze",
-    params(AnalyzeQuery),
-    request_body(
-        content(
-            (AnalyzeRequest = "application/json"),
-            (Vec<u8> = "multipart/form-data"),
-            (Vec<u8> = "image/jpeg"),
-        ),
-        description = "JSON with base64 images; or multipart/form-data, every part with a filename a photo (text parts models, topK, minConfidence, include); or one raw photo (image/jpeg, image/png, image/webp, application/octet-stream) with the knobs as query parameters"
-    ),
-    responses(
-        (status = 200, description = "One result per image; a failed image carries an inline error", body = AnalyzeResponse),
-        (status = 400, description = "invalid_json, body_not_object, invalid_request, empty_batch, unknown_model, or every image invalid_base64", body = ErrorResponse),
-        (status = 413, description = "too_many_images, request_too_large, image_too_large, too_many_pixels", body = ErrorResponse),
-        (status = 415, description = "unsupported_media_type, or every image unsupported_format", body = ErrorResponse),
-        (status = 422, description = "every image corrupt_image, truncated_image, empty_image or unsupported_image_feature", body = AnalyzeResponse),
-        (status = 429, description = "overloaded; see Retry-After", body = ErrorResponse),
-        (status = 503, description = "not_ready or shutting_down; see Retry-After", body = ErrorResponse),
-    )
-)]
-pub async fn analyze(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut body = Some(body);
-    match analyze_inner(&state, &parts, &mut body).await {
-        Ok(response) => response,
-        Err(e) => {
-            if matches!(
-                e,
-                ApiError::Overloaded { .. } | ApiError::NotReady | ApiError::ShuttingDown
-            ) {
-                state.metrics().rejected(e.code());
-            }
-            // A client still sending its body would see a broken pipe
-            // instead of this answer: read the rest (without keeping it).
-            if let Some(body) = body {
-                drain(body, state.config().limits.max_request_bytes).await;
-            }
-            e.into_response()
-        }
-    }
-}
-
 /// Reads and discards a body, up to `limit` bytes and a few seconds.
-async fn drain(body: Body, limit: usize) {
+pub(super) async fn drain(body: Body, limit: usize) {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut read = 0usize;
@@ -217,136 +141,7 @@ async fn drain(body: Body, limit: usize) {
     .await;
 }
 
-async fn analyze_inner(
-    state: &AppState,
-    parts: &Parts,
-    body: &mut Option<Body>,
-) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
-    // Bounds the bodies held in memory at once; refused, never queued.
-    let _request_permit = state.admit_request()?;
-    let limits = &state.config().limits;
-    let query: AnalyzeQuery = Query::try_from_uri(&parts.uri)
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::InvalidRequest {
-            reason: e.body_text(),
-        })?;
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let take = |body: &mut Option<Body>| body.take().expect("the body is read once");
-    let (received, params) = match essence.as_str() {
-        "application/json" => {
-            let body = read_body(take(body), limits.max_request_bytes).await?;
-            let max_image_bytes = limits.max_image_bytes;
-            engine
-                .on_pool(move || parse_json(&body, max_image_bytes))
-                .await??
-        }
-        "multipart/form-data" => {
-            let request = Request::from_parts(parts.clone(), take(body));
-            read_multipart(request, &query, limits.max_image_bytes, state).await?
-        }
-        "image/jpeg" | "image/png" | "image/webp" | "application/octet-stream" => {
-            let body = read_body(take(body), limits.max_request_bytes).await?;
-            let id = query.id.clone().unwrap_or_else(|| "0".to_string());
-            check_image_size(&id, body.len(), limits.max_image_bytes)?;
-            (vec![(id, Ok(body.to_vec()))], Params::from_query(&query))
-        }
-        _ => {
-            return Err(ApiError::UnsupportedMediaType {
-                got: if content_type.is_empty() {
-                    "(none)".into()
-                } else {
-                    content_type
-                },
-            })
-        }
-    };
-    if received.is_empty() {
-        return Err(ApiError::EmptyBatch);
-    }
-    if received.len() > limits.max_images_per_request {
-        return Err(ApiError::TooManyImages {
-            count: received.len(),
-            limit: limits.max_images_per_request,
-        });
-    }
-    let opts = engine.options(params.models.as_deref(), params.options()?)?;
-    let _photo_permits = engine.admit(received.len())?;
-
-    // Every photo at once; dropping the set (the client went away) aborts
-    // them, and their queued work is skipped.
-    let mut tasks = JoinSet::new();
-    let count = received.len();
-    for (index, (id, bytes)) in received.into_iter().enumerate() {
-        let (engine, opts) = (engine.clone(), opts.clone());
-        tasks.spawn(async move {
-            let outcome = match bytes {
-                Ok(bytes) => engine.analyze(id.clone(), bytes, &opts).await,
-                Err(e) => Err(e),
-            };
-            (index, id, outcome)
-        });
-    }
-    let mut slots: Vec<Option<(String, Result<PhotoAnalysis, ImageError>)>> =
-        (0..count).map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
-        let (index, id, outcome) =
-            joined.map_err(|e| ApiError::Internal(format!("an analysis task failed: {e}")))?;
-        slots[index] = Some((id, outcome));
-    }
-    let mut first_error: Option<ImageError> = None;
-    let mut any_ok = false;
-    let results = slots
-        .into_iter()
-        .map(|slot| {
-            let (photo_id, outcome) = slot.expect("every task answers");
-            match outcome {
-                Ok(analysis) => {
-                    state.metrics().image("ok");
-                    any_ok = true;
-                    AnalyzeResult::Ok(analysis)
-                }
-                Err(e) => {
-                    state.metrics().image(e.code());
-                    let failure = ImageFailure {
-                        photo_id,
-                        error: e.body(),
-                    };
-                    first_error.get_or_insert(e);
-                    AnalyzeResult::Failed(failure)
-                }
-            }
-        })
-        .collect();
-    Ok(match (any_ok, first_error) {
-        (false, Some(e)) => {
-            let error = ApiError::Image(e);
-            let body = AnalyzeResponse {
-                results,
-                error: Some(error.body()),
-            };
-            with_retry_after((error.status(), Json(body)).into_response(), &error)
-        }
-        _ => Json(AnalyzeResponse {
-            results,
-            error: None,
-        })
-        .into_response(),
-    })
-}
-
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
@@ -360,7 +155,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     })
 }
 
-fn check_image_size(id: &str, bytes: usize, limit: usize) -> Result<(), ApiError> {
+pub(super) fn check_image_size(id: &str, bytes: usize, limit: usize) -> Result<(), ApiError> {
     if bytes > limit {
         return Err(ApiError::ImageTooLarge {
             id: id.to_string(),
@@ -372,7 +167,10 @@ fn check_image_size(id: &str, bytes: usize, limit: usize) -> Result<(), ApiError
 }
 
 /// Parses a JSON body and decodes its base64 images. CPU work: runs on the pool.
-fn parse_json(body: &[u8], max_image_bytes: usize) -> Result<(Vec<Received>, Params), ApiError> {
+pub(super) fn parse_json(
+    body: &[u8],
+    max_image_bytes: usize,
+) -> Result<(Vec<Received>, Params), ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => {
@@ -426,7 +224,7 @@ fn parse_json(body: &[u8], max_image_bytes: usize) -> Result<(Vec<Received>, Par
 
 /// Reads a multipart body: every part with a filename is a photo (its id is
 /// the filename); text parts `models`, `topK`, `minConfidence`, `include`.
-async fn read_multipart(
+pub(super) async fn read_multipart(
     request: Request,
     query: &AnalyzeQuery,
     max_image_bytes: usize,
@@ -481,70 +279,6 @@ async fn read_multipart(
         }
     }
     Ok((received, params))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ModelsResponse {
-    /// Each loaded model's `model.toml`, with the batching in effect.
-    #[schema(value_type = Vec<Object>)]
-    pub models: Vec<models::ModelConfig>,
-}
-
-/// The loaded models and their configuration.
-#[utoipa::path(get, path = "/v1/models", responses(
-    (status = 200, body = ModelsResponse),
-    (status = 503, description = "not_ready", body = ErrorResponse),
-))]
-pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelsResponse>, ApiError> {
-    let engine = state.engine()?;
-    Ok(Json(ModelsResponse {
-        models: engine.configs().to_vec(),
-    }))
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
-pub async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Readiness: 200 once the models are loaded, 503 while loading or shutting down.
-#[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "ready"),
-    (status = 503, description = "not_ready or shutting_down", body = ErrorResponse),
-))]
-pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.engine().map(|_| "ready\n")
-}
-
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let gauges = state
-        .engine()
-        .map(|e| e.batcher_gauges())
-        .unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(&gauges),
-    )
-        .into_response()
-}
-
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
-pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document(),
-    )
-        .into_response()
-}
-
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound {
-        path: uri.path().to_string(),
-    }
 }
 
 #[cfg(test)]
