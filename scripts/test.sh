@@ -19,6 +19,13 @@ cargo fmt --all -- --check
 printf '\n==> cargo clippy --all-targets -- -D warnings\n' >&2
 cargo clippy --release --locked --all-targets -- -D warnings
 
+# moto, an S3-compatible server on loopback, for crates/storage/tests/s3.rs
+# (which fails without MOTO_ENDPOINT); stopped however this script exits.
+printf '\n==> moto (S3 for the storage tests)\n' >&2
+moto_env="$(./scripts/moto.sh start)"
+trap './scripts/moto.sh stop' EXIT
+export "$moto_env"
+
 printf '\n==> cargo test\n' >&2
 # Release profile: shares the dependency build with setup.sh and keeps the
 # pixel-level tests fast.

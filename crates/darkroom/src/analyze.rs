@@ -142,18 +142,7 @@ pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         embedding: args.embedding,
         release_threshold: args.release_threshold,
     };
-    let progress = if photos.len() > 1 {
-        let bar = ProgressBar::new(photos.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} photos ({per_sec}, eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let progress = photo_progress(photos.len());
     let batch_size = args.batch_size.max(1);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -230,4 +219,19 @@ fn prepare(
         .prepare(&bytes, limits)
         .map_err(|e| format!("{e} ({})", e.code()))?;
     Ok((photo_id, prepared))
+}
+
+/// A progress bar over `n` photos (hidden for a single photo).
+pub(crate) fn photo_progress(n: usize) -> ProgressBar {
+    if n <= 1 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} photos ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar
 }

@@ -4,6 +4,7 @@ mod analyze;
 mod bench;
 mod models_cmd;
 mod serve;
+mod thumbnails;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ enum Command {
     /// Load-test a running server's analyze API: photos/s, latency percentiles, errors, batch sizes.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
+    /// Render a folder of photos into thumbnails, or into a model's exact input images, as the server does.
+    #[command(long_about = thumbnails::LONG_ABOUT)]
+    Thumbnails(thumbnails::ThumbnailsArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(&home, args),
         Command::Models { command } => models_cmd::run(&home, command),
         Command::Bench(args) => bench::run(args),
+        Command::Thumbnails(args) => thumbnails::run(&home, args),
     };
     match outcome {
         Ok(code) => code,

@@ -148,7 +148,7 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {}", config.listen))?;
         let address = listener.local_addr()?;
         eprintln!("darkroom: listening on http://{address} (loading models from {})", config.home.display());
-        let state = AppState::new(config);
+        let state = AppState::new(config)?;
         let server = tokio::spawn(server::serve(listener, state.clone(), shutdown_signal()));
         let loader = state.clone();
         let started = std::time::Instant::now();

@@ -7,13 +7,7 @@ use std::process::{Command, Output};
 use models::Home;
 
 fn home() -> Home {
-    let home = Home::discover();
-    assert!(
-        home.models().is_dir(),
-        "no model repository at {}: run `darkroom models fetch` first",
-        home.models().display()
-    );
-    home
+    Home::discover_built()
 }
 
 fn darkroom(home: &Home, args: &[&str]) -> Output {

@@ -9,13 +9,7 @@ use std::time::Duration;
 use models::Home;
 
 fn home() -> Home {
-    let home = Home::discover();
-    assert!(
-        home.models().is_dir(),
-        "no model repository at {}: run `darkroom models fetch` first",
-        home.models().display()
-    );
-    home
+    Home::discover_built()
 }
 
 #[test]
@@ -81,50 +75,164 @@ fn print_config_layers_file_then_environment_then_flags() {
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns the status and body.
-fn http(address: &str, request: &[u8]) -> (u16, String) {
+fn http_bytes(address: &str, request: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     stream.write_all(request).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let status = String::from_utf8_lossy(&response[9..12]).parse().unwrap();
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(Vec::new(), |at| response[at + 4..].to_vec());
+    (status, body)
+}
+
+fn http(address: &str, request: &[u8]) -> (u16, String) {
+    let (status, body) = http_bytes(address, request);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// A running `darkroom serve` on a free port; killed when dropped.
+struct Served {
+    child: std::process::Child,
+    address: String,
+    stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl Served {
+    fn start(home: &Home, args: &[&str]) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+            .args(["--home"])
+            .arg(&home.root)
+            .args(["serve", "--listen", "127.0.0.1:0", "--cpu-workers", "1"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut address = None;
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                address = rest.split_whitespace().next().map(String::from);
+            }
+            if line.contains("ready in") {
+                break;
+            }
+            line.clear();
+        }
+        let address = address.expect("the listening address on stderr");
+        Served {
+            child,
+            address,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
+    let home = home();
+    let scratch =
+        std::env::temp_dir().join(format!("darkroom-serve-thumbs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let photos = scratch.join("in");
+    std::fs::create_dir_all(&photos).unwrap();
+    let photo = std::fs::read(home.camera_photos().join("LadyBird.jpg")).unwrap();
+    std::fs::write(photos.join("ladybird.jpg"), &photo).unwrap();
+    let blobs = format!("storage.path=\"{}\"", scratch.join("blobs").display());
+    let served = Served::start(&home, &["--set", &blobs]);
+
+    let (status, body) = http(&served.address, &post("/v1/photos", "image/jpeg", &photo));
+    assert_eq!(status, 201, "{body}");
+    let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = stored["id"].as_str().unwrap();
+
+    let cases: [(&[&str], &str, &str); 2] = [
+        (
+            &["--preset", "model:efficientnet-lite0"],
+            "model",
+            "preset=model:efficientnet-lite0",
+        ),
+        (
+            &["--width", "256", "--height", "256"],
+            "small",
+            "w=256&h=256",
+        ),
+    ];
+    for (args, out, query) in cases {
+        let out = scratch.join(out);
+        let cli = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+            .arg("--home")
+            .arg(&home.root)
+            .arg("thumbnails")
+            .args(args)
+            .arg(&photos)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            cli.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cli.stderr)
+        );
+        let written = std::fs::read_dir(&out)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let (status, served_bytes) = http_bytes(
+            &served.address,
+            &get(&format!("/v1/photos/{id}/thumbnail?{query}")),
+        );
+        assert_eq!(status, 200);
+        assert!(
+            std::fs::read(&written).unwrap() == served_bytes,
+            "{query}: the CLI's {} differs from the API's thumbnail",
+            written.display()
+        );
+    }
+    drop(served);
+    std::fs::remove_dir_all(&scratch).unwrap();
 }
 
 #[test]
 fn serves_a_photo_and_stops_on_sigterm() {
     let home = home();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
-        .args(["--home"])
-        .arg(&home.root)
-        .args(["serve", "--listen", "127.0.0.1:0", "--cpu-workers", "1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut address = None;
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            address = rest.split_whitespace().next().map(String::from);
-        }
-        if line.contains("ready in") {
-            break;
-        }
-        line.clear();
-    }
-    let address = address.expect("the listening address on stderr");
+    let scratch = std::env::temp_dir().join(format!("darkroom-serve-term-{}", std::process::id()));
+    let blobs = format!("storage.path=\"{}\"", scratch.display());
+    let mut served = Served::start(&home, &["--set", &blobs]);
     let photo = std::fs::read(home.samples().join("coffee.png")).unwrap();
-    let mut request = format!(
-        "POST /v1/analyze?id=mug HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        photo.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&photo);
-    let (status, body) = http(&address, &request);
+    let (status, body) = http(
+        &served.address,
+        &post("/v1/analyze?id=mug", "image/png", &photo),
+    );
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("\"photoId\":\"mug\"") && body.contains("espresso"),
@@ -132,13 +240,14 @@ fn serves_a_photo_and_stops_on_sigterm() {
     );
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &served.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = child.wait().unwrap();
+    let status = served.child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    served.stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("stopped"), "{rest}");
+    let _ = std::fs::remove_dir_all(&scratch);
 }

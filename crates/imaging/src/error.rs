@@ -43,6 +43,16 @@ pub enum ImagingError {
         height: u32,
     },
 
+    /// Thumbnail parameters that cannot be honoured (both sides 0, quality outside
+    /// 1..=100, a side past what the output format can store, ...).
+    #[error("invalid thumbnail: {reason}")]
+    InvalidThumbnail { reason: String },
+
+    /// The thumbnail would have more pixels than allowed (its size can depend on the
+    /// photo's, when one side is derived or enlarging is on).
+    #[error("thumbnail would be {width}x{height} pixels, more than the limit of {limit} pixels")]
+    OutputTooLarge { width: u32, height: u32, limit: u64 },
+
     /// A bug or resource failure inside a codec or the resizer, not the caller's input.
     #[error("internal imaging error: {reason}")]
     Internal { reason: String },
@@ -59,6 +69,8 @@ impl ImagingError {
             ImagingError::Truncated { .. } => "truncated_image",
             ImagingError::Corrupt { .. } => "corrupt_image",
             ImagingError::EmptyImage { .. } => "empty_image",
+            ImagingError::InvalidThumbnail { .. } => "invalid_thumbnail",
+            ImagingError::OutputTooLarge { .. } => "output_too_large",
             ImagingError::Internal { .. } => "internal_imaging_error",
         }
     }
@@ -102,6 +114,12 @@ mod tests {
                 format: Format::Png,
                 width: 0,
                 height: 1,
+            },
+            ImagingError::InvalidThumbnail { reason: "x".into() },
+            ImagingError::OutputTooLarge {
+                width: 2,
+                height: 2,
+                limit: 1,
             },
             ImagingError::Internal { reason: "x".into() },
         ];

@@ -9,6 +9,8 @@
 //!   WebP into upright RGB8 like PIL's `convert("RGB")` + `ImageOps.exif_transpose`.
 //! - [`PreprocessSpec`] (part of each model's TOML config) resizes like PIL and writes
 //!   the normalised tensor; [`Transform`] maps model coordinates back to the photo.
+//! - [`thumbnail`] renders thumbnails ([`ThumbnailSpec`]) and model inputs as
+//!   images, through the same decode.
 
 mod decode;
 mod error;
@@ -16,6 +18,7 @@ mod orient;
 mod preprocess;
 mod probe;
 mod resize;
+pub mod thumbnail;
 
 pub use decode::{decode, decode_to_fit, DecodeRequest, Decoded};
 pub use error::ImagingError;
@@ -24,6 +27,9 @@ pub use preprocess::{
     DecodeMode, Filter, Layout, Normalize, PreprocessSpec, ResizeMode, Resized, Transform,
 };
 pub use probe::{probe, Format, Header, Limits};
+pub use thumbnail::{
+    encode, render, render_model_input, Fit, OutputFormat, Thumbnail, ThumbnailSpec,
+};
 
 /// Packed 8-bit RGB pixels, row-major, no padding: `data.len() == width * height * 3`.
 #[derive(Clone, PartialEq, Eq)]

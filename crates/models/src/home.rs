@@ -45,6 +45,18 @@ impl Home {
             .unwrap_or_else(Home::from_env)
     }
 
+    /// [`Home::discover`] for tests and tools that need the built model
+    /// repository: panics, saying how to build it, when there is none.
+    pub fn discover_built() -> Home {
+        let home = Home::discover();
+        assert!(
+            home.models().is_dir(),
+            "no model repository at {}: run `darkroom models fetch` (or ./scripts/setup.sh) first",
+            home.models().display()
+        );
+        home
+    }
+
     /// Downloaded packages, kept so a second fetch does no work.
     pub fn downloads(&self) -> PathBuf {
         self.root.join("cache/downloads")

@@ -9,8 +9,12 @@
 //! are errors that name their source, so a typo never silently falls back to
 //! a default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use imaging::ThumbnailSpec;
+use storage::StorageConfig;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +50,42 @@ pub struct ServerConfig {
     pub intra_threads: usize,
     pub batching: BatchingOverrides,
     pub limits: LimitsConfig,
+    /// Where originals and cached thumbnails live: `kind = "local"` (a
+    /// folder, the default; a relative path is taken from `home`) or
+    /// `kind = "s3"` (any S3-compatible server).
+    pub storage: StorageConfig,
+    pub thumbnails: ThumbnailsConfig,
     /// Seconds to finish admitted requests after SIGTERM/SIGINT.
     pub shutdown_grace_s: u64,
+}
+
+/// Thumbnails of stored photos.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailsConfig {
+    /// Named sizes for `?preset=NAME` (`model:NAME` presets come from the models).
+    pub presets: BTreeMap<String, ThumbnailSpec>,
+    /// Largest thumbnail, in pixels; bigger asks are 413 `output_too_large`.
+    pub max_output_pixels: u64,
+    /// Keep rendered thumbnails in the blob store.
+    pub cache: bool,
+    /// HMAC keys in hex; any non-empty list turns signed URLs on (the first
+    /// key signs, every key verifies, so keys can be rotated).
+    pub signing_keys: Vec<String>,
+    /// Salt in hex, prepended to what is signed.
+    pub signing_salt: String,
+}
+
+impl Default for ThumbnailsConfig {
+    fn default() -> Self {
+        ThumbnailsConfig {
+            presets: crate::photos::default_presets(),
+            max_output_pixels: 16_000_000,
+            cache: true,
+            signing_keys: Vec::new(),
+            signing_salt: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +135,10 @@ impl Default for ServerConfig {
             intra_threads: 1,
             batching: BatchingOverrides::default(),
             limits: LimitsConfig::default(),
+            storage: StorageConfig::Local {
+                path: PathBuf::from("data/blobs"),
+            },
+            thumbnails: ThumbnailsConfig::default(),
             shutdown_grace_s: 30,
         }
     }
@@ -192,6 +234,11 @@ impl ServerConfig {
         if self.batching.max_batch_size == Some(0) || self.batching.instances == Some(0) {
             return Err("batching.max_batch_size and batching.instances must be at least 1".into());
         }
+        for (name, spec) in &self.thumbnails.presets {
+            spec.validate(self.thumbnails.max_output_pixels)
+                .map_err(|e| format!("thumbnails.presets.{name}: {e}"))?;
+        }
+        crate::signing::Signer::new(&self.thumbnails.signing_keys, &self.thumbnails.signing_salt)?;
         if l.max_images_per_request > l.max_queued_images {
             return Err(format!(
                 "limits.max_images_per_request ({}) exceeds limits.max_queued_images ({}): such a request could never be admitted",
@@ -206,6 +253,16 @@ impl ServerConfig {
         match self.cpu_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
+        }
+    }
+
+    /// The storage settings with a relative local path resolved from `home`.
+    pub fn resolved_storage(&self) -> StorageConfig {
+        match &self.storage {
+            StorageConfig::Local { path } if path.is_relative() => StorageConfig::Local {
+                path: self.home.join(path),
+            },
+            other => other.clone(),
         }
     }
 

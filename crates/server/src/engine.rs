@@ -78,16 +78,17 @@ impl Engine {
         models::onnx_runtime::init_runtime(&home.ort_library())?;
         let repo = Repository::open(&home.models())?;
         let overrides = &config.batching;
+        let decode = match config.decode {
+            DecodeChoice::Model => None,
+            DecodeChoice::Exact => Some(imaging::DecodeMode::Exact),
+            DecodeChoice::Fast => Some(imaging::DecodeMode::Fast),
+        };
         let analyzer = Arc::new(Analyzer::load(
             &repo,
             &LoadOptions {
                 models: config.models.clone(),
                 intra_threads: config.intra_threads,
-                decode: match config.decode {
-                    DecodeChoice::Model => None,
-                    DecodeChoice::Exact => Some(imaging::DecodeMode::Exact),
-                    DecodeChoice::Fast => Some(imaging::DecodeMode::Fast),
-                },
+                decode,
                 instances: overrides.instances,
             },
         )?);
@@ -137,6 +138,9 @@ impl Engine {
                 if let Some(stage) = stages.iter().find(|s| s.info.model == *name) {
                     config.batching = stage.info.batching.clone();
                 }
+                if let (Some(spec), Some(mode)) = (&mut config.preprocess, decode) {
+                    spec.decode = mode;
+                }
                 Ok(config)
             })
             .collect::<Result<_, ModelError>>()?;
@@ -154,9 +158,22 @@ impl Engine {
         })
     }
 
-    /// The loaded models' configs, batching as in effect.
+    /// The loaded models' configs, batching and decode mode as in effect.
     pub fn configs(&self) -> &[ModelConfig] {
         &self.configs
+    }
+
+    /// The preprocessing a model's inputs get, for `model:NAME` thumbnails.
+    pub fn model_input_spec(&self, model: &str) -> Option<imaging::PreprocessSpec> {
+        self.configs
+            .iter()
+            .find(|c| c.name == model)
+            .and_then(|c| c.preprocess.clone())
+    }
+
+    /// The per-photo limits (bytes, pixels) every decode is held to.
+    pub fn limits(&self) -> imaging::Limits {
+        self.limits
     }
 
     pub fn batcher_gauges(&self) -> Vec<BatcherGauge> {

@@ -41,6 +41,16 @@ pub enum ApiError {
     ShuttingDown,
     #[error("no route for {path}")]
     NotFound { path: String },
+    #[error("no photo with id `{id}`")]
+    PhotoNotFound { id: String },
+    #[error("unknown thumbnail preset `{name}`")]
+    UnknownPreset { name: String },
+    #[error("thumbnail URLs must be signed: add `sig`")]
+    SignatureRequired,
+    #[error("the URL's signature does not match")]
+    SignatureInvalid,
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
     /// Every image of the request failed: the request takes the first one's
     /// status and code (the body still lists each image's error).
     #[error("{0}")]
@@ -70,7 +80,9 @@ impl ImageError {
             ImageError::InvalidBase64(_) => StatusCode::BAD_REQUEST,
             ImageError::Imaging(e) => match e {
                 imaging::ImagingError::TooManyBytes { .. }
-                | imaging::ImagingError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                | imaging::ImagingError::TooManyPixels { .. }
+                | imaging::ImagingError::OutputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                imaging::ImagingError::InvalidThumbnail { .. } => StatusCode::BAD_REQUEST,
                 imaging::ImagingError::UnsupportedFormat { .. } => {
                     StatusCode::UNSUPPORTED_MEDIA_TYPE
                 }
@@ -134,7 +146,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::PhotoNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::UnknownPreset { .. } => StatusCode::BAD_REQUEST,
+            ApiError::SignatureRequired | ApiError::SignatureInvalid => StatusCode::FORBIDDEN,
+            ApiError::Storage(e) => match e {
+                storage::StorageError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::Image(e) => e.status(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -155,6 +173,11 @@ impl ApiError {
             ApiError::NotReady => "not_ready",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::NotFound { .. } => "not_found",
+            ApiError::PhotoNotFound { .. } => "photo_not_found",
+            ApiError::UnknownPreset { .. } => "unknown_preset",
+            ApiError::SignatureRequired => "signature_required",
+            ApiError::SignatureInvalid => "signature_invalid",
+            ApiError::Storage(e) => e.code(),
             ApiError::Image(e) => e.code(),
             ApiError::Internal(_) => "internal_error",
         }
@@ -165,6 +188,7 @@ impl ApiError {
         match self {
             ApiError::Overloaded { retry_after } => Some(retry_after.as_secs().max(1)),
             ApiError::NotReady | ApiError::ShuttingDown => Some(1),
+            ApiError::Storage(storage::StorageError::Unavailable { .. }) => Some(1),
             ApiError::Image(ImageError::Overloaded | ImageError::ShuttingDown) => Some(1),
             _ => None,
         }

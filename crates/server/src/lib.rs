@@ -12,6 +12,8 @@ pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod photos;
+pub mod signing;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +28,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use config::ServerConfig;
+pub use config::{ConfigError, ServerConfig};
 pub use engine::Engine;
 pub use error::ApiError;
 use metrics::Metrics;
@@ -39,6 +41,9 @@ pub struct AppState {
 
 struct Shared {
     config: ServerConfig,
+    /// Originals and cached thumbnails.
+    blobs: storage::BlobStore,
+    signer: signing::Signer,
     /// Set once the models are loaded; until then the API answers `not_ready`.
     engine: OnceLock<Arc<Engine>>,
     metrics: Arc<Metrics>,
@@ -50,17 +55,37 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(config: ServerConfig) -> AppState {
+    /// Opens the blob store (no network yet) and the URL signer.
+    pub fn new(config: ServerConfig) -> Result<AppState, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            sources: "start-up".into(),
+            reason,
+        };
+        let blobs = storage::BlobStore::open(&config.resolved_storage())
+            .map_err(|e| invalid(e.to_string()))?;
+        let thumbnails = &config.thumbnails;
+        let signer = signing::Signer::new(&thumbnails.signing_keys, &thumbnails.signing_salt)
+            .map_err(invalid)?;
         let requests = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
-        AppState {
+        Ok(AppState {
             inner: Arc::new(Shared {
                 config,
+                blobs,
+                signer,
                 engine: OnceLock::new(),
                 metrics: Arc::new(Metrics::default()),
                 requests,
                 shutting_down: AtomicBool::new(false),
             }),
-        }
+        })
+    }
+
+    pub fn blobs(&self) -> &storage::BlobStore {
+        &self.inner.blobs
+    }
+
+    pub fn signer(&self) -> &signing::Signer {
+        &self.inner.signer
     }
 
     /// Loads the models (blocking, seconds) and makes the service ready.
@@ -110,6 +135,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/analyze", post(api::analyze))
         .route("/v1/models", get(api::list_models))
+        .route("/v1/photos", post(photos::upload))
+        .route("/v1/photos/{id}/original", get(photos::original))
+        .route("/v1/photos/{id}/thumbnail", get(photos::thumbnail))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

@@ -151,6 +151,7 @@ pub struct Metrics {
     in_flight: AtomicI64,
     rejected: CounterVec,
     images: CounterVec,
+    thumbnails: CounterVec,
     decode_seconds: HistogramVec,
     queue_wait_seconds: HistogramVec,
     batch_size: HistogramVec,
@@ -165,6 +166,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             rejected: CounterVec::default(),
             images: CounterVec::default(),
+            thumbnails: CounterVec::default(),
             decode_seconds: HistogramVec::new(SECONDS),
             queue_wait_seconds: HistogramVec::new(SECONDS),
             batch_size: HistogramVec::new(SIZES),
@@ -203,6 +205,12 @@ impl Metrics {
     pub fn image(&self, outcome: &str) {
         self.images
             .add(format!("outcome=\"{}\"", label(outcome)), 1);
+    }
+
+    /// One thumbnail served: `hit` from the blob store or `miss` rendered.
+    pub fn thumbnail(&self, cache: &str) {
+        self.thumbnails
+            .add(format!("cache=\"{}\"", label(cache)), 1);
     }
 
     pub fn decoded(&self, elapsed: Duration) {
@@ -250,6 +258,11 @@ impl Metrics {
             &mut out,
             "darkroom_images_total",
             "Images answered, by outcome (ok or the error code).",
+        );
+        self.thumbnails.render(
+            &mut out,
+            "darkroom_thumbnails_total",
+            "Thumbnails served, by cache outcome (hit, miss).",
         );
         self.decode_seconds.render(
             &mut out,

@@ -15,6 +15,9 @@ use crate::error::{ErrorBody, ErrorResponse};
     paths(
         api::analyze,
         api::list_models,
+        crate::photos::upload,
+        crate::photos::original,
+        crate::photos::thumbnail,
         api::healthz,
         api::readyz,
         api::metrics,
@@ -27,6 +30,8 @@ use crate::error::{ErrorBody, ErrorResponse};
         api::AnalyzeResult,
         api::ImageFailure,
         api::ModelsResponse,
+        crate::photos::StoredPhoto,
+        crate::photos::PhotoUpload,
         models::analysis::PhotoAnalysis,
         models::analysis::Face,
         models::captioner::Caption,

@@ -4,131 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use base64::Engine as _;
-use models::Home;
+use common::*;
 use serde_json::{json, Value};
-use server::config::ServerConfig;
-use server::AppState;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-fn home() -> Home {
-    let home = Home::discover();
-    assert!(
-        home.models().is_dir(),
-        "no model repository at {}: run `darkroom models fetch` first",
-        home.models().display()
-    );
-    home
-}
-
-fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(home().samples().join(name)).expect("sample photo")
-}
-
-fn camera(name: &str) -> Vec<u8> {
-    std::fs::read(home().camera_photos().join(name)).expect("camera photo")
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-struct Server {
-    url: String,
-    state: AppState,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<std::io::Result<()>>,
-    client: reqwest::Client,
-}
-
-impl Server {
-    async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
-        let mut config = ServerConfig {
-            home: home().root,
-            cpu_workers: 2,
-            ..ServerConfig::default()
-        };
-        tweak(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::serve(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
-        let client = reqwest::Client::new();
-        let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
-        assert_eq!(ready.status(), 503, "not ready before the models load");
-        let loader = state.clone();
-        tokio::task::spawn_blocking(move || loader.load_engine())
-            .await
-            .unwrap()
-            .expect("models load");
-        Server {
-            url,
-            state,
-            stop: Some(stop),
-            handle,
-            client,
-        }
-    }
-
-    async fn post(
-        &self,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        self.post_to("/v1/analyze", content_type, body).await
-    }
-
-    async fn post_to(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }));
-        (status, value, headers)
-    }
-
-    async fn json(&self, body: Value) -> (u16, Value) {
-        let (status, value, _) = self
-            .post("application/json", serde_json::to_vec(&body).unwrap())
-            .await;
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.handle.await.unwrap().unwrap();
-    }
-}
-
-fn code(value: &Value) -> &str {
-    value["error"]["code"].as_str().unwrap_or("<no code>")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_batch_answers_in_order_with_inline_errors() {
@@ -225,36 +105,6 @@ async fn multipart_and_raw_bodies_are_accepted() {
     assert_eq!(value["results"][0]["photoId"], "mug");
     assert_eq!(value["results"][0]["concepts"].as_array().unwrap().len(), 1);
     server.stop().await;
-}
-
-/// A PNG whose header claims 50,000 × 50,000 pixels (and has no pixel data).
-fn huge_png_header() -> Vec<u8> {
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(b"IHDR");
-    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let crc = crc32(&ihdr);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend_from_slice(&13u32.to_be_bytes());
-    png.extend_from_slice(&ihdr);
-    png.extend_from_slice(&crc.to_be_bytes());
-    png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,17 +421,6 @@ async fn overload_is_refused_with_retry_after_and_memory_stays_bounded() {
     server.stop().await;
 }
 
-trait JsonValue {
-    async fn json_value(self) -> Value;
-}
-
-impl JsonValue for reqwest::Response {
-    async fn json_value(self) -> Value {
-        let text = self.text().await.unwrap_or_default();
-        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_admitted_requests_then_refuses() {
     let server = Server::start(|_| {}).await;
@@ -621,15 +460,6 @@ async fn shutdown_answers_admitted_requests_then_refuses() {
         .send()
         .await;
     assert!(refused.is_err(), "the listener is closed after shutdown");
-}
-
-/// The value of the first metrics line starting with `prefix`.
-fn metric(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -281,6 +281,74 @@ pub(super) async fn read_multipart(
     Ok((received, params))
 }
 
+/// Reads the one photo of a `POST /v1/photos`: a raw image body, a multipart
+/// body's first file, or JSON `{"data": base64}`.
+pub(crate) async fn read_one_image(
+    request: Request,
+    limits: &crate::config::LimitsConfig,
+) -> Result<Bytes, ApiError> {
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let too_large = |bytes: usize| check_image_size("upload", bytes, limits.max_image_bytes);
+    match essence {
+        "image/jpeg" | "image/png" | "image/webp" | "application/octet-stream" => {
+            let body = read_body(request.into_body(), limits.max_request_bytes).await?;
+            too_large(body.len())?;
+            Ok(body)
+        }
+        "application/json" => {
+            let body = read_body(request.into_body(), limits.max_request_bytes).await?;
+            let upload: crate::photos::PhotoUpload =
+                serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
+                    reason: e.to_string(),
+                })?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(upload.data.trim())
+                .map_err(|e| ApiError::Image(ImageError::InvalidBase64(e.to_string())))?;
+            too_large(bytes.len())?;
+            Ok(Bytes::from(bytes))
+        }
+        "multipart/form-data" => {
+            let limit = limits.max_request_bytes;
+            let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
+                ApiError::InvalidRequest {
+                    reason: e.body_text(),
+                }
+            })?;
+            while let Some(field) = multipart.next_field().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::RequestTooLarge { limit }
+                } else {
+                    ApiError::InvalidRequest {
+                        reason: e.body_text(),
+                    }
+                }
+            })? {
+                if field.file_name().is_some() {
+                    let bytes = field.bytes().await.map_err(|e| ApiError::InvalidRequest {
+                        reason: e.body_text(),
+                    })?;
+                    too_large(bytes.len())?;
+                    return Ok(bytes);
+                }
+            }
+            Err(ApiError::EmptyBatch)
+        }
+        _ => Err(ApiError::UnsupportedMediaType {
+            got: if content_type.is_empty() {
+                "(none)".into()
+            } else {
+                content_type
+            },
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
+pub(crate) use body::read_one_image;
 use body::{check_image_size, drain, parse_json, read_body, read_multipart, Params};
 pub use body::{AnalyzeQuery, AnalyzeRequest, ImageInput};
 

@@ -1,0 +1,386 @@
+//! Stored photos and their thumbnails: `POST /v1/photos` keeps an original
+//! under its content hash, `GET /v1/photos/{id}/original` returns it, and
+//! `GET /v1/photos/{id}/thumbnail` renders a thumbnail (explicit size, a named
+//! preset, or `model:NAME` — exactly that model's input) once, caches it in
+//! the blob store, and serves it with an immutable `ETag`.
+//!
+//! Rendering runs on the same bounded CPU pool as analysis and is admitted the
+//! same way: refused with 429, never queued without bound.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use imaging::{Fit, OutputFormat, ThumbnailSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::signing::unsigned_target;
+use crate::AppState;
+
+/// One year: thumbnails and originals never change under their URL.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn original_key(id: &str) -> String {
+    format!("originals/{}/{id}", &id[..2])
+}
+
+fn thumbnail_key(id: &str, spec_key: &str) -> String {
+    format!("thumbnails/{}/{id}/{spec_key}", &id[..2])
+}
+
+/// A photo id is the sha256 of its bytes, in lowercase hex.
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::PhotoNotFound { id: id.to_string() })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredPhoto {
+    /// sha256 of the bytes: the same photo always gets the same id.
+    pub id: String,
+    pub bytes: usize,
+    pub format: String,
+    /// As stored, before EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// False when these bytes were already stored.
+    pub created: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhotoUpload {
+    /// Base64 of a JPEG, PNG or WebP file.
+    pub data: String,
+}
+
+/// Store an original photo (raw image body, multipart with one file, or JSON
+/// `{"data": base64}`); its id is the sha256 of its bytes.
+#[utoipa::path(post, path = "/v1/photos",
+    request_body(content((PhotoUpload = "application/json"), (Vec<u8> = "image/jpeg"))),
+    responses(
+        (status = 201, description = "stored", body = StoredPhoto),
+        (status = 200, description = "already stored", body = StoredPhoto),
+        (status = 413, description = "image_too_large, too_many_pixels", body = crate::error::ErrorResponse),
+        (status = 415, description = "unsupported_format, unsupported_media_type", body = crate::error::ErrorResponse),
+    ))]
+pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let limits = state.config().limits.clone();
+    let bytes = crate::api::read_one_image(request, &limits).await?;
+    let header = imaging::probe(
+        &bytes,
+        &imaging::Limits {
+            max_bytes: limits.max_image_bytes,
+            max_pixels: limits.max_pixels,
+        },
+    )
+    .map_err(|e| ApiError::Image(e.into()))?;
+    let id = hex::encode(Sha256::digest(&bytes));
+    let size = bytes.len();
+    let created = state
+        .blobs()
+        .put_if_absent(&original_key(&id), bytes)
+        .await
+        .map_err(ApiError::from)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = StoredPhoto {
+        id,
+        bytes: size,
+        format: format!("{:?}", header.format).to_ascii_lowercase(),
+        width: header.width,
+        height: header.height,
+        created,
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// The stored original, byte for byte.
+#[utoipa::path(get, path = "/v1/photos/{id}/original",
+    params(("id" = String, Path, description = "the photo's id (sha256)")),
+    responses(
+        (status = 200, description = "the original", content_type = "image/jpeg"),
+        (status = 304, description = "If-None-Match matched"),
+        (status = 404, description = "photo_not_found", body = crate::error::ErrorResponse),
+    ))]
+pub async fn original(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let etag = format!("\"{id}\"");
+    if matches_etag(&headers, &etag) {
+        return Ok(not_modified(&etag));
+    }
+    let bytes = state
+        .blobs()
+        .get(&original_key(&id))
+        .await?
+        .ok_or_else(|| ApiError::PhotoNotFound { id: id.clone() })?;
+    let content_type = imaging::probe(&bytes, &imaging::Limits::default())
+        .map(|h| match h.format {
+            imaging::Format::Jpeg => "image/jpeg",
+            imaging::Format::Png => "image/png",
+            imaging::Format::Webp => "image/webp",
+        })
+        .unwrap_or("application/octet-stream");
+    Ok(cached(bytes, content_type, &etag))
+}
+
+/// Thumbnail parameters; `preset` (a configured name, or `model:NAME`)
+/// replaces the rest. With signing on, `sig` is required.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ThumbnailQuery {
+    pub w: Option<u32>,
+    pub h: Option<u32>,
+    /// cover (default), contain or fill.
+    pub fit: Option<String>,
+    /// nearest, bilinear, bicubic or lanczos3 (default).
+    pub filter: Option<String>,
+    /// jpeg (default), png or webp.
+    pub format: Option<String>,
+    /// JPEG quality 1..100 (default 85).
+    pub q: Option<u8>,
+    pub preset: Option<String>,
+    pub sig: Option<String>,
+}
+
+/// What a thumbnail request resolved to.
+enum Target {
+    Thumbnail(ThumbnailSpec),
+    ModelInput(imaging::PreprocessSpec, String),
+}
+
+impl Target {
+    fn cache_key(&self) -> String {
+        match self {
+            Target::Thumbnail(spec) => spec.cache_key(),
+            // The model's name and its spec's hash: a changed config is a new key.
+            Target::ModelInput(spec, name) => {
+                let spec_json = serde_json::to_vec(spec).expect("a spec serialises");
+                let hash = hex::encode(&Sha256::digest(&spec_json)[..8]);
+                format!("model-{name}-{hash}.png")
+            }
+        }
+    }
+}
+
+fn bad(reason: String) -> ApiError {
+    ApiError::InvalidRequest { reason }
+}
+
+fn resolve(state: &AppState, query: &ThumbnailQuery) -> Result<Target, ApiError> {
+    let thumbnails = &state.config().thumbnails;
+    if let Some(preset) = &query.preset {
+        if let Some(model) = preset.strip_prefix("model:") {
+            let engine = state.engine()?;
+            let config = engine
+                .configs()
+                .iter()
+                .find(|c| c.name == model)
+                .ok_or_else(|| ApiError::UnknownPreset {
+                    name: preset.clone(),
+                })?;
+            let spec =
+                engine
+                    .model_input_spec(&config.name)
+                    .ok_or_else(|| ApiError::UnknownPreset {
+                        name: preset.clone(),
+                    })?;
+            return Ok(Target::ModelInput(spec, config.name.clone()));
+        }
+        let spec =
+            thumbnails
+                .presets
+                .get(preset)
+                .cloned()
+                .ok_or_else(|| ApiError::UnknownPreset {
+                    name: preset.clone(),
+                })?;
+        return Ok(Target::Thumbnail(spec));
+    }
+    let lower = |value: &Option<String>| {
+        value
+            .as_ref()
+            .map(|v| v.to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+    };
+    let fit = match lower(&query.fit).as_deref() {
+        None | Some("cover") => Fit::Cover,
+        Some("contain") => Fit::Contain,
+        Some("fill") => Fit::Fill,
+        Some(other) => {
+            return Err(bad(format!(
+                "fit must be cover, contain or fill, not `{other}`"
+            )))
+        }
+    };
+    let filter = match lower(&query.filter).as_deref() {
+        None | Some("lanczos3") => imaging::Filter::Lanczos3,
+        Some("bicubic") => imaging::Filter::Bicubic,
+        Some("bilinear") => imaging::Filter::Bilinear,
+        Some("nearest") => imaging::Filter::Nearest,
+        Some(other) => {
+            return Err(bad(format!(
+                "filter must be nearest, bilinear, bicubic or lanczos3, not `{other}`"
+            )))
+        }
+    };
+    let format = match lower(&query.format) {
+        None => OutputFormat::Jpeg,
+        Some(f) => OutputFormat::parse(&f)
+            .ok_or_else(|| bad(format!("format must be jpeg, png or webp, not `{f}`")))?,
+    };
+    let spec = ThumbnailSpec {
+        width: query.w.unwrap_or(0),
+        height: query.h.unwrap_or(0),
+        fit,
+        filter,
+        format,
+        quality: query.q.unwrap_or(85),
+        enlarge: false,
+    };
+    spec.validate(thumbnails.max_output_pixels)
+        .map_err(|e| ApiError::Image(e.into()))?;
+    Ok(Target::Thumbnail(spec))
+}
+
+/// A thumbnail of a stored photo, rendered once and then served from the
+/// blob store.
+#[utoipa::path(get, path = "/v1/photos/{id}/thumbnail",
+    params(("id" = String, Path, description = "the photo's id (sha256)"), ThumbnailQuery),
+    responses(
+        (status = 200, description = "the thumbnail", content_type = "image/jpeg"),
+        (status = 304, description = "If-None-Match matched"),
+        (status = 400, description = "invalid_request, unknown_preset, invalid_thumbnail", body = crate::error::ErrorResponse),
+        (status = 403, description = "signature_required, signature_invalid", body = crate::error::ErrorResponse),
+        (status = 404, description = "photo_not_found", body = crate::error::ErrorResponse),
+        (status = 413, description = "output_too_large, too_many_pixels, image_too_large", body = crate::error::ErrorResponse),
+        (status = 429, description = "overloaded", body = crate::error::ErrorResponse),
+    ))]
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let signer = state.signer();
+    if signer.enabled() {
+        let (target, signature) = unsigned_target(request.uri().path(), request.uri().query());
+        let signature = signature.ok_or(ApiError::SignatureRequired)?;
+        if !signer.verify(&target, &signature) {
+            return Err(ApiError::SignatureInvalid);
+        }
+    }
+    let Query(query): Query<ThumbnailQuery> =
+        Query::try_from_uri(request.uri()).map_err(|e| bad(e.body_text()))?;
+    check_id(&id)?;
+    let target = resolve(&state, &query)?;
+    let spec_key = target.cache_key();
+    let etag = format!("\"{}-{spec_key}\"", &id[..16]);
+    if matches_etag(request.headers(), &etag) {
+        return Ok(not_modified(&etag));
+    }
+    let content_type = match &target {
+        Target::Thumbnail(spec) => spec.format.content_type(),
+        Target::ModelInput(..) => OutputFormat::Png.content_type(),
+    };
+    let key = thumbnail_key(&id, &spec_key);
+    let blobs = state.blobs();
+    if let Some(bytes) = blobs.get(&key).await? {
+        state.metrics().thumbnail("hit");
+        return Ok(cached(bytes, content_type, &etag));
+    }
+    let original = blobs
+        .get(&original_key(&id))
+        .await?
+        .ok_or_else(|| ApiError::PhotoNotFound { id: id.clone() })?;
+    let engine = state.engine()?;
+    let _permit = engine.admit(1)?;
+    let limits = engine.limits();
+    let rendered = engine
+        .on_pool(move || match target {
+            Target::Thumbnail(spec) => imaging::render(&original, &limits, &spec),
+            Target::ModelInput(spec, _) => imaging::render_model_input(&original, &limits, &spec),
+        })
+        .await?
+        .map_err(|e| ApiError::Image(e.into()))?;
+    let bytes = Bytes::from(rendered.bytes);
+    if state.config().thumbnails.cache {
+        blobs.put(&key, bytes.clone()).await?;
+    }
+    state.metrics().thumbnail("miss");
+    Ok(cached(bytes, content_type, &etag))
+}
+
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag)
+        })
+}
+
+fn not_modified(etag: &str) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    set_cache_headers(response.headers_mut(), etag);
+    response
+}
+
+fn cached(bytes: Bytes, content_type: &'static str, etag: &str) -> Response {
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        bytes,
+    )
+        .into_response();
+    set_cache_headers(response.headers_mut(), etag);
+    response
+}
+
+fn set_cache_headers(headers: &mut HeaderMap, etag: &str) {
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(etag).expect("ETags are ASCII"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+}
+
+/// Default presets: a grid thumbnail and a screen-sized preview.
+pub fn default_presets() -> BTreeMap<String, ThumbnailSpec> {
+    let spec = |width, height, fit| ThumbnailSpec {
+        width,
+        height,
+        fit,
+        filter: imaging::Filter::Lanczos3,
+        format: OutputFormat::Jpeg,
+        quality: 85,
+        enlarge: false,
+    };
+    BTreeMap::from([
+        ("small".to_string(), spec(256, 256, Fit::Cover)),
+        ("large".to_string(), spec(1024, 1024, Fit::Contain)),
+    ])
+}
