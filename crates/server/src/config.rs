@@ -185,15 +185,35 @@ impl ServerConfig {
             .into_iter()
             .filter(|(name, _)| name.starts_with(ENV_PREFIX))
             .collect();
-        env.sort();
+        // A `kind` first: switching kinds resets its section (see set_env).
+        env.sort_by_key(|(name, _)| (!name.ends_with("__KIND"), name.clone()));
         for (name, raw) in &env {
-            let env_err = |reason: String| ConfigError::Env {
+            set_env(&mut table, &defaults, name, raw).map_err(|reason| ConfigError::Env {
                 name: name.clone(),
                 reason,
-            };
-            set_env(&mut table, &defaults, name, raw).map_err(env_err)?;
-            // Checked one variable at a time so an error names its variable.
-            parse(&table).map_err(env_err)?;
+            })?;
+        }
+        if let Err(reason) = parse(&table) {
+            // Name the variable the error is about when it can be told.
+            let culprit = env.iter().rev().find(|(name, raw)| {
+                let field = name
+                    .rsplit("__")
+                    .next()
+                    .unwrap_or(name)
+                    .to_ascii_lowercase();
+                let field = field.trim_start_matches("darkroom_");
+                reason.contains(&format!("`{field}`")) || reason.contains(&format!("\"{raw}\""))
+            });
+            return Err(match culprit {
+                Some((name, _)) => ConfigError::Env {
+                    name: name.clone(),
+                    reason,
+                },
+                None => ConfigError::Invalid {
+                    sources: "environment (DARKROOM_*)".into(),
+                    reason,
+                },
+            });
         }
         if !env.is_empty() {
             sources.push("environment".into());
@@ -317,16 +337,25 @@ fn set_env(
             .as_table_mut()
             .ok_or_else(|| format!("`{key}` is not a section"))?;
     }
+    if last == "kind" && table.get("kind") != Some(&value) {
+        // Another kind: the old kind's fields do not apply.
+        table.clear();
+    }
     table.insert(last.clone(), value);
     Ok(())
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else
-/// replaces.
+/// replaces. A table whose `kind` changes (`storage`: local → s3) is
+/// replaced whole, so the old kind's fields do not linger.
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if o.get("kind").is_none_or(|kind| b.get("kind") == Some(kind)) =>
+            {
+                merge(b, o)
+            }
             (_, value) => {
                 base.insert(key, value);
             }
@@ -377,6 +406,25 @@ mod tests {
         assert_eq!(config.batching.max_batch_size, Some(8));
         assert_eq!(config.decode, DecodeChoice::Fast);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn switching_storage_kind_drops_the_old_kinds_fields() {
+        let config = ServerConfig::load(
+            None,
+            env(&[
+                ("DARKROOM_STORAGE__KIND", "s3"),
+                ("DARKROOM_STORAGE__BUCKET", "photos"),
+                ("DARKROOM_STORAGE__REGION", "us-east-1"),
+            ]),
+            toml::Table::new(),
+        )
+        .unwrap();
+        assert!(
+            matches!(&config.storage, StorageConfig::S3 { bucket, .. } if bucket == "photos"),
+            "{:?}",
+            config.storage
+        );
     }
 
     #[test]
