@@ -103,7 +103,7 @@ def cpu_seconds(root: int) -> float:
     return total / CLK_TCK
 
 
-def _status_kib(pid: int, key: str) -> int:
+def status_kib(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -114,7 +114,7 @@ def _status_kib(pid: int, key: str) -> int:
 
 
 def tree_kib(root: int, key: str) -> int:
-    return sum(_status_kib(pid, key) for pid in process_tree(root))
+    return sum(status_kib(pid, key) for pid in process_tree(root))
 
 
 class RssSampler(threading.Thread):

@@ -46,7 +46,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Shared with the service comparison (same folder, stdlib only): process
+# accounting, ports, HTTP probes, the machine line and the peer's venv.
+from compare import Fail, ensure_peer_venv, free_port, http, machine, say, status_kib  # noqa: E402
 ELEPHANTS = "Elephants_5640x3172.jpg"
 CROP_W, CROP_H, CROP_QUALITY = 4000, 3000, 92
 CROPS = ("left", "centre", "right")
@@ -72,14 +75,6 @@ LABELS = {
     "vips": "vipsthumbnail",
     "pillow": "Pillow (draft + thumbnail)",
 }
-
-
-class Fail(Exception):
-    """An error to print without a traceback."""
-
-
-def say(msg: str) -> None:
-    print(f"==> {msg}", file=sys.stderr, flush=True)
 
 
 # ==========================================================================
@@ -111,16 +106,6 @@ def _h_make12mp(spec: dict) -> dict:
     return {"made": made}
 
 
-def _vm_kib(pid: int | str, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def _pillow_render(job: tuple[str, str, int]) -> None:
     from PIL import Image, ImageOps
 
@@ -149,7 +134,7 @@ def _h_pillow(spec: dict) -> dict:
         for job in jobs:
             _pillow_render(job)
         t1, c1 = time.perf_counter(), time.process_time()
-        return {"wall_s": t1 - t0, "cpu_s": c1 - c0, "rss_kib": _vm_kib("self", "VmHWM"),
+        return {"wall_s": t1 - t0, "cpu_s": c1 - c0, "rss_kib": status_kib("self", "VmHWM"),
                 "processes": 1, "pillow": PIL.__version__}
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(procs) as pool:
@@ -160,7 +145,7 @@ def _h_pillow(spec: dict) -> dict:
         pool.map(_pillow_render, jobs, chunksize=1)
         t1 = time.perf_counter()
         cpu1 = sum(_proc_cpu_s(pid) for pid in [os.getpid(), *workers])
-        rss = _vm_kib("self", "VmHWM") + sum(_vm_kib(pid, "VmHWM") for pid in workers)
+        rss = status_kib("self", "VmHWM") + sum(status_kib(pid, "VmHWM") for pid in workers)
     return {"wall_s": t1 - t0, "cpu_s": cpu1 - cpu0, "rss_kib": rss, "processes": procs + 1,
             "pillow": PIL.__version__}
 
@@ -324,34 +309,17 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cores()} cores usable ({os.cpu_count()} online){', ' + model if model else ''}"
-
-
 def venv_python(home: Path) -> Path:
     python = home / "peer-venv/bin/python"
     if python.exists():
         r = subprocess.run([str(python), "-c", "import PIL, numpy"], capture_output=True, text=True, timeout=60)
         if r.returncode == 0:
             return python
-    # Create it exactly as bench/compare.py does (hash-pinned requirements of the Python peer).
+    # Made exactly as bench/compare.py makes it (hash-pinned requirements of the Python peer).
     say(f"{python} missing or without Pillow/numpy: creating it the way bench/compare.py does")
-    import importlib.util
-
-    loader = importlib.util.spec_from_file_location("darkroom_bench_compare", ROOT / "bench/compare.py")
-    compare = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(compare)
     try:
-        return Path(compare.ensure_peer_venv(home))
-    except compare.Fail as e:
+        return Path(ensure_peer_venv(home))
+    except Fail as e:
         raise Fail(f"{e}\n(or run `python3 bench/compare.py --only peer --duration 1` once)") from None
 
 
@@ -524,23 +492,6 @@ def bench_library(ctx, name: str, photos: list[Path], copies: int, width: int, t
 # The HTTP contender
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_status(url: str, timeout: float = 5.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
 class HttpServer:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -575,8 +526,8 @@ class HttpServer:
             if self.proc.poll() is not None:
                 _LIVE.pop(self.proc.pid, None)
                 return False
-            if http_status(f"{self.url}/readyz") == 200:
-                self.ready_rss_mib = _vm_kib(self.proc.pid, "VmRSS") / 1024
+            if http("GET", f"{self.url}/readyz") == 200:
+                self.ready_rss_mib = status_kib(self.proc.pid, "VmRSS") / 1024
                 say(f"darkroom serve ready after {time.monotonic() - start:.1f} s, RSS {self.ready_rss_mib:.0f} MiB")
                 return True
             time.sleep(0.25)
@@ -621,7 +572,7 @@ class HttpServer:
         return photo_id
 
     def server_state(self) -> tuple[float, int]:
-        return _proc_cpu_s(self.proc.pid), _vm_kib(self.proc.pid, "VmHWM")
+        return _proc_cpu_s(self.proc.pid), status_kib(self.proc.pid, "VmHWM")
 
     def reset_peak(self) -> bool:
         try:
