@@ -284,33 +284,35 @@ impl Metrics {
             "darkroom_inference_seconds",
             "Model run time per batch, by model.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP darkroom_batcher_queued Photos admitted to a model's queue and not yet batched.\n\
-             # TYPE darkroom_batcher_queued gauge"
+        per_model(
+            &mut out,
+            "darkroom_batcher_queued",
+            "gauge",
+            "Photos admitted to a model's queue and not yet batched.",
+            batchers.iter().map(|b| (&b.model, b.queued as u64)),
         );
-        for b in batchers {
-            let _ = writeln!(
-                out,
-                "darkroom_batcher_queued{{model=\"{}\"}} {}",
-                label(&b.model),
-                b.queued
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP darkroom_batcher_cancelled_total Photos dropped before inference because their client went away.\n\
-             # TYPE darkroom_batcher_cancelled_total counter"
+        per_model(
+            &mut out,
+            "darkroom_batcher_cancelled_total",
+            "counter",
+            "Photos dropped before inference because their client went away.",
+            batchers.iter().map(|b| (&b.model, b.cancelled)),
         );
-        for b in batchers {
-            let _ = writeln!(
-                out,
-                "darkroom_batcher_cancelled_total{{model=\"{}\"}} {}",
-                label(&b.model),
-                b.cancelled
-            );
-        }
         out
+    }
+}
+
+/// One family read from the batchers at render time: a value per model.
+fn per_model<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'a String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (model, value) in values {
+        let _ = writeln!(out, "{name}{{model=\"{}\"}} {value}", label(model));
     }
 }
 
