@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use server::config::ServerConfig;
+use server::config::{self, ServerConfig};
 use server::AppState;
 
 pub const LONG_ABOUT: &str = "Serve the analyze API over HTTP: POST /v1/analyze takes a batch of photos \
@@ -71,28 +71,20 @@ impl ServeArgs {
     fn layer(&self, home: Option<PathBuf>) -> anyhow::Result<toml::Table> {
         let mut flags = toml::Table::new();
         let mut set = |path: &str, value: toml::Value| {
-            let mut table = &mut flags;
-            let mut keys: Vec<&str> = path.split('.').collect();
-            let last = keys.pop().expect("a key");
-            for key in keys {
-                table = table
-                    .entry(key)
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .expect("flag sections are tables");
-            }
-            table.insert(last.to_string(), value);
+            let keys: Vec<&str> = path.split('.').collect();
+            config::set_path(&mut flags, &keys, value)
+                .map_err(|reason| anyhow::anyhow!("--set {path}: {reason}"))
         };
         let int = |n: usize| toml::Value::Integer(n as i64);
         if let Some(home) = home {
-            set("home", toml::Value::String(home.display().to_string()));
+            set("home", toml::Value::String(home.display().to_string()))?;
         }
         if let Some(listen) = self.listen {
-            set("listen", toml::Value::String(listen.to_string()));
+            set("listen", toml::Value::String(listen.to_string()))?;
         }
         if let Some(models) = &self.models {
             let names = models.iter().cloned().map(toml::Value::String).collect();
-            set("models", toml::Value::Array(names));
+            set("models", toml::Value::Array(names))?;
         }
         if let Some(decode) = self.decode {
             let name = match decode {
@@ -100,32 +92,28 @@ impl ServeArgs {
                 Decode::Exact => "exact",
                 Decode::Fast => "fast",
             };
-            set("decode", toml::Value::String(name.into()));
+            set("decode", toml::Value::String(name.into()))?;
         }
         if let Some(n) = self.cpu_workers {
-            set("cpu_workers", int(n));
+            set("cpu_workers", int(n))?;
         }
         if let Some(n) = self.intra_threads {
-            set("intra_threads", int(n));
+            set("intra_threads", int(n))?;
         }
         if let Some(n) = self.max_batch_size {
-            set("batching.max_batch_size", int(n));
+            set("batching.max_batch_size", int(n))?;
         }
         if let Some(ms) = self.max_queue_delay_ms {
-            set("batching.max_queue_delay_ms", int(ms as usize));
+            set("batching.max_queue_delay_ms", int(ms as usize))?;
         }
         if let Some(n) = self.instances {
-            set("batching.instances", int(n));
+            set("batching.instances", int(n))?;
         }
         for pair in &self.set {
             let (key, raw) = pair
                 .split_once('=')
                 .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
-            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-            set(key.trim(), value);
+            set(key.trim(), config::parse_value(raw))?;
         }
         Ok(flags)
     }

@@ -324,24 +324,43 @@ fn set_env(
                 .collect(),
         ),
         Some(toml::Value::String(_)) => toml::Value::String(raw.to_string()),
-        _ => toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        _ => parse_value(raw),
     };
+    set_path(table, &path, value)
+}
+
+/// A value as written in the environment or on a command line: TOML
+/// (numbers, booleans, arrays, quoted strings), else the text as a string.
+pub fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Sets `path` (`["limits", "max_pixels"]`) to `value` in a config layer,
+/// creating its sections. Setting a section's `kind` to another value clears
+/// that section first: the old kind's fields do not apply.
+pub fn set_path(
+    table: &mut toml::Table,
+    path: &[impl AsRef<str>],
+    value: toml::Value,
+) -> Result<(), String> {
+    let (last, sections) = path.split_last().ok_or("an empty key")?;
     let mut table = table;
     for key in sections {
+        let key = key.as_ref();
         table = table
-            .entry(key.clone())
+            .entry(key)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
             .ok_or_else(|| format!("`{key}` is not a section"))?;
     }
+    let last = last.as_ref();
     if last == "kind" && table.get("kind") != Some(&value) {
-        // Another kind: the old kind's fields do not apply.
         table.clear();
     }
-    table.insert(last.clone(), value);
+    table.insert(last.to_string(), value);
     Ok(())
 }
 
