@@ -157,6 +157,16 @@ impl Default for LimitsConfig {
     }
 }
 
+impl LimitsConfig {
+    /// The per-photo limits every decode and probe is held to.
+    pub fn imaging(&self) -> imaging::Limits {
+        imaging::Limits {
+            max_bytes: self.max_image_bytes,
+            max_pixels: self.max_pixels,
+        }
+    }
+}
+
 impl ServerConfig {
     /// Merges the layers in order and validates the result. `env` is the
     /// process environment (only `DARKROOM_*` is read); `flags` holds the

@@ -149,10 +149,7 @@ impl Engine {
             pool,
             stages,
             admitted: Arc::new(Semaphore::new(queue_capacity)),
-            limits: imaging::Limits {
-                max_bytes: config.limits.max_image_bytes,
-                max_pixels: config.limits.max_pixels,
-            },
+            limits: config.limits.imaging(),
             metrics,
             configs,
         })

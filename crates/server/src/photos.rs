@@ -81,14 +81,8 @@ pub struct PhotoUpload {
 pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let limits = state.config().limits.clone();
     let bytes = crate::api::read_one_image(request, &limits).await?;
-    let header = imaging::probe(
-        &bytes,
-        &imaging::Limits {
-            max_bytes: limits.max_image_bytes,
-            max_pixels: limits.max_pixels,
-        },
-    )
-    .map_err(|e| ApiError::Image(e.into()))?;
+    let header =
+        imaging::probe(&bytes, &limits.imaging()).map_err(|e| ApiError::Image(e.into()))?;
     let id = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len();
     let created = state
@@ -193,21 +187,15 @@ fn resolve(state: &AppState, query: &ThumbnailQuery) -> Result<Target, ApiError>
     let thumbnails = &state.config().thumbnails;
     if let Some(preset) = &query.preset {
         if let Some(model) = preset.strip_prefix("model:") {
-            let engine = state.engine()?;
-            let config = engine
-                .configs()
-                .iter()
-                .find(|c| c.name == model)
-                .ok_or_else(|| ApiError::UnknownPreset {
-                    name: preset.clone(),
-                })?;
+            // Absent for an unknown model and for one without preprocessing.
             let spec =
-                engine
-                    .model_input_spec(&config.name)
+                state
+                    .engine()?
+                    .model_input_spec(model)
                     .ok_or_else(|| ApiError::UnknownPreset {
                         name: preset.clone(),
                     })?;
-            return Ok(Target::ModelInput(spec, config.name.clone()));
+            return Ok(Target::ModelInput(spec, model.to_string()));
         }
         let spec =
             thumbnails

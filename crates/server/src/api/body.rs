@@ -222,6 +222,57 @@ pub(super) fn parse_json(
     Ok((received, params))
 }
 
+/// The body forms the photo routes accept, from `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyKind {
+    Json,
+    Multipart,
+    /// One raw image (JPEG, PNG, WebP or `application/octet-stream`).
+    Image,
+}
+
+/// Classifies a request's body by its media type (parameters ignored).
+pub(super) fn body_kind(headers: &axum::http::HeaderMap) -> Result<BodyKind, ApiError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/json" => Ok(BodyKind::Json),
+        "multipart/form-data" => Ok(BodyKind::Multipart),
+        "image/jpeg" | "image/png" | "image/webp" | "application/octet-stream" => {
+            Ok(BodyKind::Image)
+        }
+        _ => Err(ApiError::UnsupportedMediaType {
+            got: if content_type.is_empty() {
+                "(none)".into()
+            } else {
+                content_type
+            },
+        }),
+    }
+}
+
+async fn open_multipart(request: Request) -> Result<Multipart, ApiError> {
+    Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::InvalidRequest {
+            reason: e.body_text(),
+        })
+}
+
+/// A multipart read error: past the body limit is 413, anything else 400.
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::RequestTooLarge { limit }
+    } else {
+        ApiError::InvalidRequest {
+            reason: e.body_text(),
+        }
+    }
+}
+
 /// Reads a multipart body: every part with a filename is a photo (its id is
 /// the filename); text parts `models`, `topK`, `minConfidence`, `include`.
 pub(super) async fn read_multipart(
@@ -231,21 +282,8 @@ pub(super) async fn read_multipart(
     state: &AppState,
 ) -> Result<(Vec<Received>, Params), ApiError> {
     let limit = state.config().limits.max_request_bytes;
-    let multipart_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::RequestTooLarge { limit }
-        } else {
-            ApiError::InvalidRequest {
-                reason: e.body_text(),
-            }
-        }
-    };
-    let mut multipart =
-        Multipart::from_request(request, &())
-            .await
-            .map_err(|e| ApiError::InvalidRequest {
-                reason: e.body_text(),
-            })?;
+    let multipart_error = |e| multipart_error(e, limit);
+    let mut multipart = open_multipart(request).await?;
     let mut params = Params::from_query(query);
     let mut received = Vec::new();
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -287,21 +325,14 @@ pub(crate) async fn read_one_image(
     request: Request,
     limits: &crate::config::LimitsConfig,
 ) -> Result<Bytes, ApiError> {
-    let content_type = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let essence = content_type.split(';').next().unwrap_or("").trim();
     let too_large = |bytes: usize| check_image_size("upload", bytes, limits.max_image_bytes);
-    match essence {
-        "image/jpeg" | "image/png" | "image/webp" | "application/octet-stream" => {
+    match body_kind(request.headers())? {
+        BodyKind::Image => {
             let body = read_body(request.into_body(), limits.max_request_bytes).await?;
             too_large(body.len())?;
             Ok(body)
         }
-        "application/json" => {
+        BodyKind::Json => {
             let body = read_body(request.into_body(), limits.max_request_bytes).await?;
             let upload: crate::photos::PhotoUpload =
                 serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
@@ -313,22 +344,14 @@ pub(crate) async fn read_one_image(
             too_large(bytes.len())?;
             Ok(Bytes::from(bytes))
         }
-        "multipart/form-data" => {
+        BodyKind::Multipart => {
             let limit = limits.max_request_bytes;
-            let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
-                ApiError::InvalidRequest {
-                    reason: e.body_text(),
-                }
-            })?;
-            while let Some(field) = multipart.next_field().await.map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::RequestTooLarge { limit }
-                } else {
-                    ApiError::InvalidRequest {
-                        reason: e.body_text(),
-                    }
-                }
-            })? {
+            let mut multipart = open_multipart(request).await?;
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| multipart_error(e, limit))?
+            {
                 if field.file_name().is_some() {
                     let bytes = field.bytes().await.map_err(|e| ApiError::InvalidRequest {
                         reason: e.body_text(),
@@ -339,13 +362,6 @@ pub(crate) async fn read_one_image(
             }
             Err(ApiError::EmptyBatch)
         }
-        _ => Err(ApiError::UnsupportedMediaType {
-            got: if content_type.is_empty() {
-                "(none)".into()
-            } else {
-                content_type
-            },
-        }),
     }
 }
 

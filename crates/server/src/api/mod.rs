@@ -16,7 +16,9 @@ use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
 pub(crate) use body::read_one_image;
-use body::{check_image_size, drain, parse_json, read_body, read_multipart, Params};
+use body::{
+    body_kind, check_image_size, drain, parse_json, read_body, read_multipart, BodyKind, Params,
+};
 pub use body::{AnalyzeQuery, AnalyzeRequest, ImageInput};
 
 use crate::error::{with_retry_after, ApiError, ErrorBody, ErrorResponse, ImageError};
@@ -107,45 +109,25 @@ async fn analyze_inner(
         .map_err(|e| ApiError::InvalidRequest {
             reason: e.body_text(),
         })?;
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let kind = body_kind(&parts.headers)?;
     let take = |body: &mut Option<Body>| body.take().expect("the body is read once");
-    let (received, params) = match essence.as_str() {
-        "application/json" => {
+    let (received, params) = match kind {
+        BodyKind::Json => {
             let body = read_body(take(body), limits.max_request_bytes).await?;
             let max_image_bytes = limits.max_image_bytes;
             engine
                 .on_pool(move || parse_json(&body, max_image_bytes))
                 .await??
         }
-        "multipart/form-data" => {
+        BodyKind::Multipart => {
             let request = Request::from_parts(parts.clone(), take(body));
             read_multipart(request, &query, limits.max_image_bytes, state).await?
         }
-        "image/jpeg" | "image/png" | "image/webp" | "application/octet-stream" => {
+        BodyKind::Image => {
             let body = read_body(take(body), limits.max_request_bytes).await?;
             let id = query.id.clone().unwrap_or_else(|| "0".to_string());
             check_image_size(&id, body.len(), limits.max_image_bytes)?;
             (vec![(id, Ok(body.to_vec()))], Params::from_query(&query))
-        }
-        _ => {
-            return Err(ApiError::UnsupportedMediaType {
-                got: if content_type.is_empty() {
-                    "(none)".into()
-                } else {
-                    content_type
-                },
-            })
         }
     };
     if received.is_empty() {
