@@ -55,7 +55,8 @@ impl Signer {
     /// the first (current) key.
     pub fn sign(&self, path_and_query: &str) -> Option<String> {
         let key = self.keys.first()?;
-        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(key, path_and_query)))
+        let signature = self.mac(key, path_and_query).finalize().into_bytes();
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature))
     }
 
     /// Checks a URL's `sig` against every key, in constant time per key.
@@ -63,19 +64,17 @@ impl Signer {
         let Ok(given) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature) else {
             return false;
         };
-        self.keys.iter().any(|key| {
-            let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-            mac.update(&self.salt);
-            mac.update(path_and_query.as_bytes());
-            mac.verify_slice(&given).is_ok()
-        })
+        self.keys
+            .iter()
+            .any(|key| self.mac(key, path_and_query).verify_slice(&given).is_ok())
     }
 
-    fn mac(&self, key: &[u8], path_and_query: &str) -> Vec<u8> {
+    /// The HMAC of salt ‖ `path_and_query` under `key`, not yet finalised.
+    fn mac(&self, key: &[u8], path_and_query: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(&self.salt);
         mac.update(path_and_query.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        mac
     }
 }
 
