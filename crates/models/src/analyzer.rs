@@ -378,6 +378,17 @@ impl Analyzer {
         models
     }
 
+    /// The preprocessing `model`'s inputs get, as loaded (decode override
+    /// applied); `None` for a model without image input or not loaded.
+    pub fn input_spec(&self, model: &str) -> Option<&PreprocessSpec> {
+        let classifier = self.classifier.iter().map(|c| (&c.name, &c.spec));
+        let faces = self.faces.iter().map(|f| (&f.name, &f.spec));
+        classifier
+            .chain(faces)
+            .find(|(name, _)| *name == model)
+            .map(|(_, spec)| spec)
+    }
+
     /// The batched stages loaded, in the order `infer` runs them.
     pub fn stages(&self) -> Vec<StageInfo> {
         let classifier = self.classifier.iter().map(|c| StageInfo {

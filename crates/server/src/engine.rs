@@ -78,17 +78,16 @@ impl Engine {
         models::onnx_runtime::init_runtime(&home.ort_library())?;
         let repo = Repository::open(&home.models())?;
         let overrides = &config.batching;
-        let decode = match config.decode {
-            DecodeChoice::Model => None,
-            DecodeChoice::Exact => Some(imaging::DecodeMode::Exact),
-            DecodeChoice::Fast => Some(imaging::DecodeMode::Fast),
-        };
         let analyzer = Arc::new(Analyzer::load(
             &repo,
             &LoadOptions {
                 models: config.models.clone(),
                 intra_threads: config.intra_threads,
-                decode,
+                decode: match config.decode {
+                    DecodeChoice::Model => None,
+                    DecodeChoice::Exact => Some(imaging::DecodeMode::Exact),
+                    DecodeChoice::Fast => Some(imaging::DecodeMode::Fast),
+                },
                 instances: overrides.instances,
             },
         )?);
@@ -138,8 +137,8 @@ impl Engine {
                 if let Some(stage) = stages.iter().find(|s| s.info.model == *name) {
                     config.batching = stage.info.batching.clone();
                 }
-                if let (Some(spec), Some(mode)) = (&mut config.preprocess, decode) {
-                    spec.decode = mode;
+                if let Some(spec) = analyzer.input_spec(name) {
+                    config.preprocess = Some(spec.clone());
                 }
                 Ok(config)
             })
@@ -162,10 +161,7 @@ impl Engine {
 
     /// The preprocessing a model's inputs get, for `model:NAME` thumbnails.
     pub fn model_input_spec(&self, model: &str) -> Option<imaging::PreprocessSpec> {
-        self.configs
-            .iter()
-            .find(|c| c.name == model)
-            .and_then(|c| c.preprocess.clone())
+        self.analyzer.input_spec(model).cloned()
     }
 
     /// The per-photo limits (bytes, pixels) every decode is held to.
