@@ -269,16 +269,15 @@ impl PreprocessSpec {
     }
 
     /// The `min_size` to decode with for a photo of this oriented size: `None` for
-    /// [`DecodeMode::Exact`]; for [`DecodeMode::Fast`] twice the intermediate size, so
-    /// the filter still shrinks by at least 2 and antialiases as it would on the
-    /// full image.
+    /// [`DecodeMode::Exact`]; for [`DecodeMode::Fast`] the intermediate size with
+    /// the decode headroom (twice it), so the filter still shrinks by at least 2
+    /// and antialiases as it would on the full image.
     pub fn decode_min_size(&self, oriented_w: u32, oriented_h: u32) -> Option<(u32, u32)> {
         match self.decode {
             DecodeMode::Exact => None,
-            DecodeMode::Fast => {
-                let (w, h) = self.intermediate_size(oriented_w, oriented_h);
-                Some((w.saturating_mul(2), h.saturating_mul(2)))
-            }
+            DecodeMode::Fast => Some(crate::decode::min_decode_size(
+                self.intermediate_size(oriented_w, oriented_h),
+            )),
         }
     }
 

@@ -15,6 +15,7 @@ use image::{ExtendedColorType, ImageEncoder};
 use serde::{Deserialize, Serialize};
 use turbojpeg::{Compressor, PixelFormat, Subsamp};
 
+use crate::decode::min_decode_size;
 use crate::resize::{resample, Precision, Rect};
 use crate::{decode_to_fit, probe, Filter, ImagingError, Limits, PreprocessSpec, RgbImage};
 
@@ -221,16 +222,6 @@ impl std::fmt::Debug for Thumbnail {
     }
 }
 
-/// How much bigger than the resize target a JPEG is decoded at least (DCT scaling
-/// picks the smallest of 1/8, 1/4, 1/2 that covers it), so that Lanczos3 still
-/// shrinks by 2 or more and antialiases as it would on the full photo (the models'
-/// `fast` decode does the same). Measured on the 13 camera JPEGs, 256 px cover
-/// against a full decode resampled by the Pillow-exact Lanczos3: 2 gives 44.1 dB
-/// PSNR at worst (46.5 to 56.4 for the others) for about 15 % more time than 1,
-/// which gives 30.3 dB at worst (a finely textured dune: the DCT's box-like
-/// shrink aliases where Lanczos3 would not).
-const DECODE_HEADROOM: u64 = 2;
-
 /// Decodes with shrink-on-load (JPEG DCT scaling to no less than the output needs),
 /// orients, resizes with `spec.filter` (fast_image_resize's SIMD convolution) and
 /// encodes.
@@ -246,10 +237,7 @@ pub fn render(
     // The header alone gives the geometry, so a refused size costs no decode.
     let (ow, oh) = probe(bytes, limits)?.oriented_size();
     let plan = plan(spec, ow, oh, limits.max_pixels)?;
-    let min = |side: u32| (u64::from(side) * DECODE_HEADROOM).min(u64::from(u32::MAX)) as u32;
-    let decoded = decode_to_fit(bytes, limits, |_| {
-        Some((min(plan.resized.0), min(plan.resized.1)))
-    })?;
+    let decoded = decode_to_fit(bytes, limits, |_| Some(min_decode_size(plan.resized)))?;
     let window = plan.window;
     let mut out = RgbImage::filled(window.width, window.height, [0, 0, 0]);
     resample(
