@@ -1,10 +1,10 @@
 //! The result Darkroom gives for one photo, in the API's JSON shape.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::captioner::Caption;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PhotoAnalysis {
@@ -30,7 +30,7 @@ pub struct PhotoAnalysis {
     pub size: [u32; 2],
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Face {
     /// x1, y1, x2, y2 in pixels of the original (oriented) photo.

@@ -2,7 +2,7 @@
 //! search would implement; the default is a template captioner that composes
 //! captions from the classifier's concepts and says so in its model config.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A concept as the captioner sees it.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub struct CaptionInput<'a> {
     pub concepts: &'a [CaptionConcept],
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Caption {

@@ -62,7 +62,11 @@ pub enum RulesError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Uploader {
+    /// The uploader's own id for themselves (a contributor account, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// A signed model release for the people in the photo is on file.
+    #[serde(default)]
     pub release_on_file: bool,
 }
 
@@ -236,6 +240,7 @@ mod tests {
         );
         let with_release = Uploader {
             release_on_file: true,
+            ..Uploader::default()
         };
         assert_eq!(
             rules.review(&photo, &with_release).decision,

@@ -1,0 +1,155 @@
+//! Typed events: every state change in the pipeline is recorded as one, in
+//! the same transaction as the change. Embedded, the log is the `events`
+//! table of the SQLite database; scaled out, the rows are an outbox that a
+//! relay publishes to the JetStream stream `<prefix>_EVENTS` (subject
+//! `<prefix>.events.<type>`), deduplicated by `id`. The JSON schema is
+//! documented in `docs/events.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::JobKind;
+use crate::photo::{Original, Status, Submission};
+use crate::rules::{Decision, Reason};
+
+/// One event. `id` is deterministic (photo, type and the history step, or
+/// job and attempt), so an event emitted twice is stored once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: String,
+    pub at_ms: i64,
+    pub photo_id: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Serialised with a `type` tag, e.g. `{"type": "photo.analyzed", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventKind {
+    #[serde(rename = "photo.uploaded", rename_all = "camelCase")]
+    PhotoUploaded {
+        submission: Submission,
+        original: Original,
+    },
+    #[serde(rename = "photo.analyzed", rename_all = "camelCase")]
+    PhotoAnalyzed {
+        /// `[concept, confidence]`, best first.
+        concepts: Vec<(String, f32)>,
+        confidence: f32,
+        quality: Option<f32>,
+        faces: usize,
+        model_release_required: bool,
+        captions: Vec<String>,
+    },
+    /// By the rules (`reviewer: "rules"`) or by a person.
+    #[serde(rename = "photo.reviewed", rename_all = "camelCase")]
+    PhotoReviewed {
+        decision: Decision,
+        reviewer: String,
+        reasons: Vec<Reason>,
+        /// Keywords kept: accepted by the rules or by the reviewer.
+        accepted: Vec<String>,
+        /// Suggested by the rules, or struck by the reviewer.
+        #[serde(default)]
+        suggested: Vec<String>,
+        #[serde(default)]
+        rejected: Vec<String>,
+    },
+    #[serde(rename = "photo.indexed", rename_all = "camelCase")]
+    PhotoIndexed { keywords: Vec<String> },
+    #[serde(rename = "photo.published")]
+    PhotoPublished {},
+    #[serde(rename = "photo.needs_review", rename_all = "camelCase")]
+    PhotoNeedsReview { reasons: Vec<Reason> },
+    #[serde(rename = "photo.rejected", rename_all = "camelCase")]
+    PhotoRejected { reasons: Vec<Reason> },
+    /// The photo's job went to the dead-letter list.
+    #[serde(rename = "photo.failed", rename_all = "camelCase")]
+    PhotoFailed { error: String },
+    /// A failed attempt that will be retried after `retryInMs`.
+    #[serde(rename = "job.failed", rename_all = "camelCase")]
+    JobFailed {
+        job_id: String,
+        job: JobKind,
+        attempt: u32,
+        error: String,
+        retry_in_ms: u64,
+    },
+    /// An attempt past the limit, or a permanent error: dead-lettered.
+    #[serde(rename = "job.dead", rename_all = "camelCase")]
+    JobDead {
+        job_id: String,
+        job: JobKind,
+        attempts: u32,
+        error: String,
+    },
+    /// A dead job put back on the queue.
+    #[serde(rename = "job.retried", rename_all = "camelCase")]
+    JobRetried { job_id: String, new_job_id: String },
+    #[serde(rename = "callback.delivered", rename_all = "camelCase")]
+    CallbackDelivered {
+        url: String,
+        status: Status,
+        http_status: u16,
+        attempt: u32,
+    },
+}
+
+impl EventKind {
+    /// The `type` tag, e.g. `photo.analyzed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::PhotoUploaded { .. } => "photo.uploaded",
+            EventKind::PhotoAnalyzed { .. } => "photo.analyzed",
+            EventKind::PhotoReviewed { .. } => "photo.reviewed",
+            EventKind::PhotoIndexed { .. } => "photo.indexed",
+            EventKind::PhotoPublished {} => "photo.published",
+            EventKind::PhotoNeedsReview { .. } => "photo.needs_review",
+            EventKind::PhotoRejected { .. } => "photo.rejected",
+            EventKind::PhotoFailed { .. } => "photo.failed",
+            EventKind::JobFailed { .. } => "job.failed",
+            EventKind::JobDead { .. } => "job.dead",
+            EventKind::JobRetried { .. } => "job.retried",
+            EventKind::CallbackDelivered { .. } => "callback.delivered",
+        }
+    }
+}
+
+impl Event {
+    /// An event about a photo's step `step` (its history length after the
+    /// change): the id repeats when the same step is emitted again.
+    pub fn for_step(photo_id: &str, step: usize, at_ms: i64, kind: EventKind) -> Event {
+        Event {
+            id: format!("{photo_id}:{step}:{}", kind.name()),
+            at_ms,
+            photo_id: photo_id.to_string(),
+            kind,
+        }
+    }
+
+    /// An event about one attempt of a job.
+    pub fn for_job(
+        job_id: &str,
+        attempt: u32,
+        photo_id: &str,
+        at_ms: i64,
+        kind: EventKind,
+    ) -> Event {
+        Event {
+            id: format!("{job_id}:{attempt}:{}", kind.name()),
+            at_ms,
+            photo_id: photo_id.to_string(),
+            kind,
+        }
+    }
+}
+
+/// An event as read back from the log, with its position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// Increasing position in the log (the table's seq, or the stream's
+    /// sequence number); read on from here.
+    pub seq: u64,
+    pub event: Event,
+}

@@ -1,0 +1,872 @@
+//! The embedded metadata store: one SQLite file in WAL mode.
+//!
+//! Several processes open the same file (the API and its workers), so
+//! nothing here relies on being the only writer: every read-modify-write is
+//! one `BEGIN IMMEDIATE` transaction (the write lock is taken before the
+//! read, so two processes cannot both read `stored` and both move the photo
+//! on), and a lock held past `busy_timeout` is [`StoreError::Unavailable`],
+//! which the worker retries.
+//!
+//! `synchronous = NORMAL` in WAL mode can lose the last transactions on a
+//! power cut but not on a process crash (the WAL is in the OS's page cache),
+//! and a process crash — a worker killed mid-job — is what the pipeline has
+//! to survive. Nothing committed is lost when a worker is killed with -9.
+//!
+//! A `rusqlite::Connection` is `Send` but not `Sync`, and every call blocks,
+//! so each handle is a mutex around a connection and every call runs on
+//! tokio's blocking pool. There are two connections: a writer and a
+//! `query_only` reader, so a page of the photo list is not held up behind a
+//! write transaction that is waiting for another process's lock (WAL lets
+//! readers run beside a writer).
+//!
+//! Records are stored as columns of JSON (history, submission, original,
+//! analysis, ...): the record types evolve with serde defaults, and nothing
+//! queries inside them. What is queried has its own column or table: the
+//! status and upload order (`photos(status, seq)`), and the search keywords
+//! (`photo_keywords`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{StoreError, StoreResult};
+use crate::event::{Event, LoggedEvent};
+use crate::job::{DeadJob, Job};
+use crate::photo::{NewPhoto, PhotoRecord, StageEntry, Status, Transition};
+
+/// How long a statement waits for another connection's lock before it
+/// fails with "busy" (then [`StoreError::Unavailable`]). Long enough to ride
+/// out another process's transaction, short enough that a stuck one shows.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tables of the metadata store. The `jobs` table of the embedded queue
+/// is made by [`crate::queue::sqlite`], which owns it.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS photos (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    status       TEXT NOT NULL,
+    history      TEXT NOT NULL,
+    submission   TEXT NOT NULL,
+    original     TEXT NOT NULL,
+    analysis     TEXT,
+    review       TEXT,
+    human_review TEXT,
+    keywords     TEXT NOT NULL,
+    error        TEXT,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS photos_status_seq ON photos (status, seq);
+
+CREATE TABLE IF NOT EXISTS photo_keywords (
+    keyword   TEXT NOT NULL,
+    photo_seq INTEGER NOT NULL REFERENCES photos (seq) ON DELETE CASCADE,
+    photo_id  TEXT NOT NULL,
+    PRIMARY KEY (keyword, photo_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS photo_keywords_photo ON photo_keywords (photo_seq);
+
+CREATE TABLE IF NOT EXISTS dead_jobs (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id   TEXT NOT NULL UNIQUE,
+    job      TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    error    TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT NOT NULL UNIQUE,
+    type     TEXT NOT NULL,
+    photo_id TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    body     TEXT NOT NULL
+);
+";
+
+const PHOTO_COLUMNS: &str = "seq, id, status, history, submission, original, analysis, review, \
+                             human_review, keywords, error, created_ms, updated_ms";
+
+/// Photo records, dead letters and the event log in one SQLite file. Cheap
+/// to clone: the clones share the connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if missing) the database file,
+    /// switches it to WAL and creates the tables.
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with(path, BUSY_TIMEOUT).await
+    }
+
+    /// [`SqliteStore::open`] with another busy timeout (tests make it short).
+    pub(crate) async fn open_with(path: &Path, busy: Duration) -> StoreResult<SqliteStore> {
+        let path = path.to_path_buf();
+        blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                })?;
+            }
+            let open = |query_only: bool| -> StoreResult<Connection> {
+                let conn = Connection::open(&path).map_err(|e| {
+                    StoreError::Unavailable(format!("opening {}: {e}", path.display()))
+                })?;
+                configure(&conn, busy, query_only).map_err(db_err)?;
+                Ok(conn)
+            };
+            let mut writer = open(false)?;
+            // The schema first, on the writer. Several processes may start at
+            // once: IF NOT EXISTS in one immediate transaction makes it a
+            // no-op for all but the first.
+            let tx = writer
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            tx.execute_batch(SCHEMA).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            let reader = open(true)?;
+            Ok(SqliteStore {
+                inner: Arc::new(Inner {
+                    writer: Mutex::new(writer),
+                    reader: Mutex::new(reader),
+                }),
+            })
+        })
+        .await
+    }
+
+    /// Runs `f` with the writer connection on the blocking pool. The queue
+    /// in the same file goes through here too, so one process has one
+    /// writer and SQLite's lock is only contended between processes.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || f(&mut lock(&inner.writer))).await
+    }
+
+    /// Runs `f` with the (query-only) reader connection on the blocking pool.
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || f(&lock(&inner.reader))).await
+    }
+
+    pub async fn insert_photo(
+        &self,
+        photo: &NewPhoto,
+        events: &[Event],
+    ) -> StoreResult<(PhotoRecord, bool)> {
+        let photo = photo.clone();
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let history = vec![StageEntry {
+                status: Status::Stored,
+                at_ms: photo.at_ms,
+                by: photo.by.clone(),
+            }];
+            let created = tx
+                .execute(
+                    "INSERT OR IGNORE INTO photos (id, status, history, submission, original, \
+                     analysis, review, human_review, keywords, error, created_ms, updated_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, NULL, '[]', NULL, ?6, ?6)",
+                    params![
+                        photo.id,
+                        Status::Stored.as_str(),
+                        to_json(&history)?,
+                        to_json(&photo.submission)?,
+                        to_json(&photo.original)?,
+                        photo.at_ms,
+                    ],
+                )
+                .map_err(db_err)?
+                == 1;
+            if created {
+                insert_events(&tx, &events)?;
+            }
+            let record = select_photo(&tx, &photo.id)?.ok_or_else(|| {
+                StoreError::Backend(format!("photo {} vanished after its insert", photo.id))
+            })?;
+            tx.commit().map_err(db_err)?;
+            Ok((record, created))
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> StoreResult<Option<PhotoRecord>> {
+        let id = id.to_string();
+        self.read(move |conn| select_photo(conn, &id)).await
+    }
+
+    pub async fn list(
+        &self,
+        status: Option<Status>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<PhotoRecord>> {
+        let after = after.unwrap_or(i64::MIN);
+        let limit = sql_limit(limit);
+        self.read(move |conn| {
+            // Two statements rather than `(?1 IS NULL OR status = ?1)`, so
+            // the filtered one walks the (status, seq) index.
+            let raws = match status {
+                Some(status) => {
+                    let mut stmt = conn
+                        .prepare_cached(&format!(
+                            "SELECT {PHOTO_COLUMNS} FROM photos \
+                             WHERE status = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                        ))
+                        .map_err(db_err)?;
+                    let rows = stmt
+                        .query_map(params![status.as_str(), after, limit], RawPhoto::from_row)
+                        .map_err(db_err)?;
+                    rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?
+                }
+                None => {
+                    let mut stmt = conn
+                        .prepare_cached(&format!(
+                            "SELECT {PHOTO_COLUMNS} FROM photos \
+                             WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                        ))
+                        .map_err(db_err)?;
+                    let rows = stmt
+                        .query_map(params![after, limit], RawPhoto::from_row)
+                        .map_err(db_err)?;
+                    rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?
+                }
+            };
+            raws.into_iter().map(RawPhoto::decode).collect()
+        })
+        .await
+    }
+
+    pub async fn transition(&self, t: &Transition) -> StoreResult<Option<PhotoRecord>> {
+        let t = t.clone();
+        self.write(move |conn| {
+            // IMMEDIATE: the write lock is held from the status check to the
+            // commit, so of two workers racing on one photo exactly one sees
+            // `from` (the other waits, then reads the new status).
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let Some(mut record) = select_photo(&tx, &t.photo_id)? else {
+                return Ok(None);
+            };
+            if record.status != t.from {
+                return Ok(None);
+            }
+            record.status = t.to;
+            record.history.push(StageEntry {
+                status: t.to,
+                at_ms: t.at_ms,
+                by: t.by.clone(),
+            });
+            if let Some(analysis) = t.analysis {
+                record.analysis = Some(analysis);
+            }
+            if let Some(review) = t.review {
+                record.review = Some(review);
+            }
+            if let Some(human_review) = t.human_review {
+                record.human_review = Some(human_review);
+            }
+            if let Some(error) = t.error {
+                record.error = error;
+            }
+            record.updated_ms = t.at_ms;
+            if let Some(keywords) = t.keywords {
+                tx.execute(
+                    "DELETE FROM photo_keywords WHERE photo_seq = ?1",
+                    params![record.seq],
+                )
+                .map_err(db_err)?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO photo_keywords (keyword, photo_seq, photo_id) \
+                             VALUES (?1, ?2, ?3)",
+                        )
+                        .map_err(db_err)?;
+                    for keyword in &keywords {
+                        stmt.execute(params![keyword, record.seq, record.id])
+                            .map_err(db_err)?;
+                    }
+                }
+                record.keywords = keywords;
+            }
+            let updated = tx
+                .execute(
+                    "UPDATE photos SET status = ?1, history = ?2, analysis = ?3, review = ?4, \
+                     human_review = ?5, keywords = ?6, error = ?7, updated_ms = ?8 \
+                     WHERE seq = ?9 AND status = ?10",
+                    params![
+                        record.status.as_str(),
+                        to_json(&record.history)?,
+                        opt_json(&record.analysis)?,
+                        opt_json(&record.review)?,
+                        opt_json(&record.human_review)?,
+                        to_json(&record.keywords)?,
+                        record.error,
+                        record.updated_ms,
+                        record.seq,
+                        t.from.as_str(),
+                    ],
+                )
+                .map_err(db_err)?;
+            if updated != 1 {
+                // Cannot happen under the write lock; if it did, write nothing.
+                return Ok(None);
+            }
+            insert_events(&tx, &t.events)?;
+            tx.commit().map_err(db_err)?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    pub async fn pending(&self) -> StoreResult<u64> {
+        let in_flight: Vec<&'static str> = Status::ALL
+            .into_iter()
+            .filter(|s| !s.is_outcome())
+            .map(Status::as_str)
+            .collect();
+        self.read(move |conn| {
+            let placeholders = vec!["?"; in_flight.len()].join(", ");
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*) FROM photos WHERE status IN ({placeholders})"
+                ))
+                .map_err(db_err)?;
+            let n: i64 = stmt
+                .query_row(rusqlite::params_from_iter(in_flight), |r| r.get(0))
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    pub async fn count_by_status(&self) -> StoreResult<Vec<(Status, u64)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT status, COUNT(*) FROM photos GROUP BY status")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            let mut counts = Vec::with_capacity(rows.len());
+            for (status, n) in rows {
+                let parsed = Status::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                    id: format!("status {status:?}"),
+                    reason: "not a known status".into(),
+                })?;
+                counts.push((parsed, n as u64));
+            }
+            // The order of Status::ALL, whatever order SQLite grouped in.
+            counts.sort_by_key(|(s, _)| Status::ALL.iter().position(|a| a == s));
+            Ok(counts)
+        })
+        .await
+    }
+
+    pub async fn photos_with_keyword(
+        &self,
+        keyword: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let keyword = keyword.to_string();
+        let limit = sql_limit(limit);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT photo_id FROM photo_keywords WHERE keyword = ?1 \
+                     ORDER BY photo_seq LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let ids = stmt
+                .query_map(params![keyword, limit], |r| r.get(0))
+                .map_err(db_err)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(db_err)?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    pub async fn append_events(&self, events: &[Event]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            insert_events(&tx, &events)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    pub async fn record_dead(&self, dead: &DeadJob, events: &[Event]) -> StoreResult<()> {
+        let dead = dead.clone();
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            // Delete then insert (not an upsert): a job dead again after a
+            // retry goes to the end of the list with a new seq.
+            tx.execute(
+                "DELETE FROM dead_jobs WHERE job_id = ?1",
+                params![dead.job.id],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO dead_jobs (job_id, job, attempts, error, at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    dead.job.id,
+                    to_json(&dead.job)?,
+                    dead.attempts,
+                    dead.error,
+                    dead.at_ms,
+                ],
+            )
+            .map_err(db_err)?;
+            insert_events(&tx, &events)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    pub async fn list_dead(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<DeadJob>> {
+        let after = after.unwrap_or(i64::MIN);
+        let limit = sql_limit(limit);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, job_id, job, attempts, error, at_ms FROM dead_jobs \
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let raws = stmt
+                .query_map(params![after, limit], RawDead::from_row)
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            raws.into_iter().map(RawDead::decode).collect()
+        })
+        .await
+    }
+
+    pub async fn get_dead(&self, job_id: &str) -> StoreResult<Option<DeadJob>> {
+        let job_id = job_id.to_string();
+        self.read(move |conn| {
+            let raw = conn
+                .prepare_cached(
+                    "SELECT seq, job_id, job, attempts, error, at_ms FROM dead_jobs \
+                     WHERE job_id = ?1",
+                )
+                .map_err(db_err)?
+                .query_row(params![job_id], RawDead::from_row)
+                .optional()
+                .map_err(db_err)?;
+            raw.map(RawDead::decode).transpose()
+        })
+        .await
+    }
+
+    pub async fn remove_dead(&self, job_id: &str, events: &[Event]) -> StoreResult<bool> {
+        let job_id = job_id.to_string();
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let removed = tx
+                .execute("DELETE FROM dead_jobs WHERE job_id = ?1", params![job_id])
+                .map_err(db_err)?
+                > 0;
+            // The events describe the removal: none when nothing was removed
+            // (a second retry of the same dead job).
+            if removed {
+                insert_events(&tx, &events)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    pub async fn read_events(&self, after: u64, limit: usize) -> StoreResult<Vec<LoggedEvent>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = sql_limit(limit);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, id, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            rows.into_iter()
+                .map(|(seq, id, body)| {
+                    Ok(LoggedEvent {
+                        seq: seq as u64,
+                        event: from_json(&id, &body)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn delete_events(&self, seqs: &[u64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs = seqs.to_vec();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM events WHERE seq = ?1")
+                    .map_err(db_err)?;
+                for seq in seqs {
+                    // A seq past i64 names no row.
+                    if let Ok(seq) = i64::try_from(seq) {
+                        stmt.execute(params![seq]).map_err(db_err)?;
+                    }
+                }
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+}
+
+/// Per-connection settings: none of these persist in the file except
+/// `journal_mode`.
+fn configure(conn: &Connection, busy: Duration, query_only: bool) -> rusqlite::Result<()> {
+    // The busy timeout first: switching to WAL takes a lock that another
+    // process opening the file at the same moment may hold.
+    conn.busy_timeout(busy)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // WAL is what lets the API read while a worker writes, and several
+        // processes share the file; without it (some network filesystems)
+        // they would block each other. Refuse rather than limp.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!(
+                "journal_mode is {mode:?}, not WAL (is the file on a network filesystem?)"
+            )),
+        ));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if query_only {
+        conn.pragma_update(None, "query_only", "ON")?;
+    }
+    Ok(())
+}
+
+/// Runs blocking database work on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> StoreResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("database task failed: {e}")))?
+}
+
+/// Locks a connection. A panic while it was held (poisoning) left no open
+/// transaction behind — `Transaction` rolls back when dropped — so the
+/// connection is still good to use.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Busy and locked (another process holds the lock past the timeout) and a
+/// file that cannot be opened are worth retrying; the rest is not.
+pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// A `LIMIT` bound: SQLite takes an i64; a usize past it means "all".
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("serialising: {e}")))
+}
+
+fn opt_json<T: Serialize>(value: &Option<T>) -> StoreResult<Option<String>> {
+    value.as_ref().map(to_json).transpose()
+}
+
+fn from_json<T: DeserializeOwned>(id: &str, json: &str) -> StoreResult<T> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn opt_from_json<T: DeserializeOwned>(id: &str, json: Option<String>) -> StoreResult<Option<T>> {
+    json.map(|j| from_json(id, &j)).transpose()
+}
+
+fn insert_events(conn: &Connection, events: &[Event]) -> StoreResult<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO events (id, type, photo_id, at_ms, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(db_err)?;
+    for event in events {
+        stmt.execute(params![
+            event.id,
+            event.kind.name(),
+            event.photo_id,
+            event.at_ms,
+            to_json(event)?,
+        ])
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn select_photo(conn: &Connection, id: &str) -> StoreResult<Option<PhotoRecord>> {
+    let raw = conn
+        .prepare_cached(&format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE id = ?1"))
+        .map_err(db_err)?
+        .query_row(params![id], RawPhoto::from_row)
+        .optional()
+        .map_err(db_err)?;
+    raw.map(RawPhoto::decode).transpose()
+}
+
+/// A `photos` row as stored; decoding the JSON is separate so that a bad
+/// column is [`StoreError::Corrupt`] naming the photo, not a SQLite error.
+struct RawPhoto {
+    seq: i64,
+    id: String,
+    status: String,
+    history: String,
+    submission: String,
+    original: String,
+    analysis: Option<String>,
+    review: Option<String>,
+    human_review: Option<String>,
+    keywords: String,
+    error: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl RawPhoto {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawPhoto> {
+        Ok(RawPhoto {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            status: r.get(2)?,
+            history: r.get(3)?,
+            submission: r.get(4)?,
+            original: r.get(5)?,
+            analysis: r.get(6)?,
+            review: r.get(7)?,
+            human_review: r.get(8)?,
+            keywords: r.get(9)?,
+            error: r.get(10)?,
+            created_ms: r.get(11)?,
+            updated_ms: r.get(12)?,
+        })
+    }
+
+    fn decode(self) -> StoreResult<PhotoRecord> {
+        let id = self.id;
+        let status = Status::parse(&self.status).ok_or_else(|| StoreError::Corrupt {
+            id: id.clone(),
+            reason: format!("unknown status {:?}", self.status),
+        })?;
+        Ok(PhotoRecord {
+            seq: self.seq,
+            status,
+            history: from_json(&id, &self.history)?,
+            submission: from_json(&id, &self.submission)?,
+            original: from_json(&id, &self.original)?,
+            analysis: opt_from_json(&id, self.analysis)?,
+            review: opt_from_json(&id, self.review)?,
+            human_review: opt_from_json(&id, self.human_review)?,
+            keywords: from_json(&id, &self.keywords)?,
+            error: self.error,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            id,
+        })
+    }
+}
+
+/// A `dead_jobs` row as stored.
+struct RawDead {
+    seq: i64,
+    job_id: String,
+    job: String,
+    attempts: u32,
+    error: String,
+    at_ms: i64,
+}
+
+impl RawDead {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawDead> {
+        Ok(RawDead {
+            seq: r.get(0)?,
+            job_id: r.get(1)?,
+            job: r.get(2)?,
+            attempts: r.get(3)?,
+            error: r.get(4)?,
+            at_ms: r.get(5)?,
+        })
+    }
+
+    fn decode(self) -> StoreResult<DeadJob> {
+        let job: Job = from_json(&self.job_id, &self.job)?;
+        Ok(DeadJob {
+            job,
+            attempts: self.attempts,
+            error: self.error,
+            at_ms: self.at_ms,
+            seq: self.seq,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::photo::{Original, Submission};
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        std::env::temp_dir()
+            .join(format!(
+                "darkroom-test-{name}-{}-{nanos}",
+                std::process::id()
+            ))
+            .join("nested")
+            .join("meta.db")
+    }
+
+    fn new_photo(id: &str) -> NewPhoto {
+        NewPhoto {
+            id: id.into(),
+            submission: Submission::default(),
+            original: Original::default(),
+            by: "api".into(),
+            at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn open_creates_the_directory_and_uses_wal() {
+        let path = temp_db("wal");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let mode: String = store
+            .read(|c| {
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .map_err(db_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // A second open of the same file (another process, say) works and
+        // sees the first one's rows.
+        store.insert_photo(&new_photo("a"), &[]).await.unwrap();
+        let again = SqliteStore::open(&path).await.unwrap();
+        assert!(again.get("a").await.unwrap().is_some());
+        drop((store, again));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_past_the_timeout_is_unavailable() {
+        let path = temp_db("busy");
+        let store = SqliteStore::open_with(&path, Duration::from_millis(50))
+            .await
+            .unwrap();
+        // Another process in the middle of a long write transaction.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = store.insert_photo(&new_photo("a"), &[]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        let (_, created) = store.insert_photo(&new_photo("a"), &[]).await.unwrap();
+        assert!(created);
+        drop((store, other));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_row_is_corrupt() {
+        let path = temp_db("corrupt");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.insert_photo(&new_photo("a"), &[]).await.unwrap();
+        store
+            .write(|c| {
+                c.execute("UPDATE photos SET history = '{not json' WHERE id = 'a'", [])
+                    .map_err(db_err)
+            })
+            .await
+            .unwrap();
+        match store.get("a").await {
+            Err(StoreError::Corrupt { id, .. }) => assert_eq!(id, "a"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+}
