@@ -23,8 +23,17 @@ cargo clippy --release --locked --all-targets -- -D warnings
 # (which fails without MOTO_ENDPOINT); stopped however this script exits.
 printf '\n==> moto (S3 for the storage tests)\n' >&2
 moto_env="$(./scripts/moto.sh start)"
-trap './scripts/moto.sh stop' EXIT
+trap './scripts/moto.sh stop; ./scripts/services.sh stop' EXIT
 export "$moto_env"
+
+# PostgreSQL and NATS JetStream on loopback, for the pipeline's scale-out
+# tests (crates/pipeline/tests, crates/darkroom/tests/pipeline.rs): used if
+# running, installed and started if not (stopped again at exit).
+printf '\n==> PostgreSQL and NATS (the scale-out backends)\n' >&2
+services_env="$(./scripts/services.sh ensure)"
+while IFS= read -r line; do
+  export "$line"
+done <<<"$services_env"
 
 printf '\n==> cargo test\n' >&2
 # Release profile: shares the dependency build with setup.sh and keeps the

@@ -10,10 +10,16 @@ use clap::{Args, ValueEnum};
 use server::config::{self, ServerConfig};
 use server::AppState;
 
-pub const LONG_ABOUT: &str = "Serve the analyze API over HTTP: POST /v1/analyze takes a batch of photos \
+pub const LONG_ABOUT: &str = "Serve Darkroom over HTTP. POST /v1/analyze takes a batch of photos \
 (JSON with base64 images, multipart/form-data, or one raw image) and returns concepts, quality, faces and \
 whether a model release is required, captions and optionally embeddings. Photos from concurrent requests \
-share inference batches (one dynamic batcher per model); decoding runs on a CPU pool sized from the cores. \
+share inference batches (one dynamic batcher per model); decoding runs on a CPU pool sized from the cores.\n\n\
+The reviewing pipeline: POST /v1/photos stores a photo and queues it (202); workers analyze it through the \
+same batchers, apply the review rules ([review]) and move it to published, needs_review or rejected; \
+GET /v1/photos/{id} shows its status and history, GET /v1/review/queue and POST /v1/review/{id} are the \
+human review, GET /v1/jobs/dead lists jobs that failed past their retries. Embedded by default (SQLite and \
+local files under the home); scale out with metadata.kind=postgres, queue.kind=nats and storage.kind=s3, \
+one `--role api` process and any number of `--role worker` processes. Workers drain on SIGTERM.\n\n\
 Also GET /v1/models, /metrics (Prometheus), /healthz, /readyz, /openapi.json.\n\n\
 Settings come from defaults, then the --config TOML file, then DARKROOM_* environment variables \
 (sections joined by __, e.g. DARKROOM_LIMITS__MAX_IMAGE_BYTES=1000000), then flags (--set KEY=VALUE for any \
@@ -29,8 +35,21 @@ enum Decode {
     Fast,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    /// The API and the workers in one process.
+    All,
+    /// HTTP only; uploads wait for workers elsewhere.
+    Api,
+    /// Pipeline jobs only; HTTP serves /healthz, /readyz and /metrics.
+    Worker,
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
+    /// What this process runs [default: all].
+    #[arg(long, value_enum)]
+    role: Option<RoleArg>,
     /// TOML file with any of the settings (`--print-config` shows them all).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -78,6 +97,14 @@ impl ServeArgs {
         let int = |n: usize| toml::Value::Integer(n as i64);
         if let Some(home) = home {
             set("home", toml::Value::String(home.display().to_string()))?;
+        }
+        if let Some(role) = self.role {
+            let name = match role {
+                RoleArg::All => "all",
+                RoleArg::Api => "api",
+                RoleArg::Worker => "worker",
+            };
+            set("role", toml::Value::String(name.into()))?;
         }
         if let Some(listen) = self.listen {
             set("listen", toml::Value::String(listen.to_string()))?;
@@ -135,26 +162,40 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let address = listener.local_addr()?;
-        eprintln!("darkroom: listening on http://{address} (loading models from {})", config.home.display());
+        let role = config.role;
+        eprintln!(
+            "darkroom: listening on http://{address} as role {} (loading models from {})",
+            format!("{role:?}").to_lowercase(),
+            config.home.display()
+        );
         let state = AppState::new(config)?;
         let server = tokio::spawn(server::serve(listener, state.clone(), shutdown_signal()));
-        let loader = state.clone();
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || loader.load_engine()).await? {
-            Ok(()) => {
-                let engine = state.engine().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let names: Vec<&str> = engine.configs().iter().map(|c| c.name.as_str()).collect();
-                eprintln!(
-                    "darkroom: ready in {:.1}s: {} ({} CPU workers); try\n  curl -s -H 'Content-Type: image/jpeg' --data-binary @PHOTO.jpg http://{address}/v1/analyze",
-                    started.elapsed().as_secs_f32(),
-                    names.join(", "),
-                    state.config().cpu_workers(),
-                );
-            }
-            Err(e) => {
-                server.abort();
-                return Err(anyhow::Error::new(e).context("loading models (run `darkroom models fetch` first?)"));
-            }
+        if let Err(e) = state.start().await {
+            server.abort();
+            return Err(anyhow::Error::new(e));
+        }
+        let engine = state.engine().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let names: Vec<&str> = engine.configs().iter().map(|c| c.name.as_str()).collect();
+        let pipeline = state.pipeline().map_err(|e| anyhow::anyhow!("{e}"))?;
+        eprintln!(
+            "darkroom: ready in {:.1}s: {} ({} CPU workers); metadata {}, queue {}, blobs {}{}",
+            started.elapsed().as_secs_f32(),
+            names.join(", "),
+            state.config().cpu_workers(),
+            pipeline.store().kind(),
+            pipeline.queue().kind(),
+            state.blobs().describe(),
+            if role.runs_workers() {
+                format!("; {} concurrent jobs", state.config().pipeline.concurrency)
+            } else {
+                String::new()
+            },
+        );
+        if role.serves_api() {
+            eprintln!(
+                "darkroom: try\n  curl -s -H 'Content-Type: image/jpeg' --data-binary @PHOTO.jpg http://{address}/v1/photos"
+            );
         }
         server.await??;
         eprintln!("darkroom: stopped");

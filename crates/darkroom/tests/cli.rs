@@ -1,36 +1,18 @@
 //! The `darkroom` binary as a user runs it, on the real model repository and
 //! the real sample photos.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use models::Home;
+use std::path::Path;
+use std::process::Output;
 
-fn home() -> Home {
-    Home::discover_built()
-}
-
-fn darkroom(home: &Home, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_darkroom"))
-        .arg("--home")
-        .arg(&home.root)
-        .args(args)
-        .output()
-        .expect("darkroom runs")
-}
+use common::*;
 
 fn lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("darkroom-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -1,16 +1,11 @@
 //! `darkroom serve` as an operator runs it: settings layered from a file, the
 //! environment and flags; a request over loopback; SIGTERM stops it cleanly.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
 
-use models::Home;
+use std::process::Command;
 
-fn home() -> Home {
-    Home::discover_built()
-}
+use common::*;
 
 #[test]
 fn print_config_layers_file_then_environment_then_flags() {
@@ -74,87 +69,6 @@ fn print_config_layers_file_then_environment_then_flags() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns the status and body.
-fn http_bytes(address: &str, request: &[u8]) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let status = String::from_utf8_lossy(&response[9..12]).parse().unwrap();
-    let body = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(Vec::new(), |at| response[at + 4..].to_vec());
-    (status, body)
-}
-
-fn http(address: &str, request: &[u8]) -> (u16, String) {
-    let (status, body) = http_bytes(address, request);
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    request
-}
-
-fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
-}
-
-/// A running `darkroom serve` on a free port; killed when dropped.
-struct Served {
-    child: std::process::Child,
-    address: String,
-    stderr: BufReader<std::process::ChildStderr>,
-}
-
-impl Served {
-    fn start(home: &Home, args: &[&str]) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
-            .args(["--home"])
-            .arg(&home.root)
-            .args(["serve", "--listen", "127.0.0.1:0", "--cpu-workers", "1"])
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut address = None;
-        let mut line = String::new();
-        while stderr.read_line(&mut line).unwrap() > 0 {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                address = rest.split_whitespace().next().map(String::from);
-            }
-            if line.contains("ready in") {
-                break;
-            }
-            line.clear();
-        }
-        let address = address.expect("the listening address on stderr");
-        Served {
-            child,
-            address,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
     let home = home();
@@ -166,10 +80,14 @@ fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
     let photo = std::fs::read(home.camera_photos().join("LadyBird.jpg")).unwrap();
     std::fs::write(photos.join("ladybird.jpg"), &photo).unwrap();
     let blobs = format!("storage.path=\"{}\"", scratch.join("blobs").display());
-    let served = Served::start(&home, &["--set", &blobs]);
+    let db = format!(
+        "metadata.path=\"{}\"",
+        scratch.join("darkroom.db").display()
+    );
+    let served = Served::start(&home, &["--set", &blobs, "--set", &db]);
 
     let (status, body) = http(&served.address, &post("/v1/photos", "image/jpeg", &photo));
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 202, "{body}");
     let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id = stored["id"].as_str().unwrap();
 
@@ -226,8 +144,12 @@ fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
 fn serves_a_photo_and_stops_on_sigterm() {
     let home = home();
     let scratch = std::env::temp_dir().join(format!("darkroom-serve-term-{}", std::process::id()));
-    let blobs = format!("storage.path=\"{}\"", scratch.display());
-    let mut served = Served::start(&home, &["--set", &blobs]);
+    let blobs = format!("storage.path=\"{}\"", scratch.join("blobs").display());
+    let db = format!(
+        "metadata.path=\"{}\"",
+        scratch.join("darkroom.db").display()
+    );
+    let mut served = Served::start(&home, &["--set", &blobs, "--set", &db]);
     let photo = std::fs::read(home.samples().join("coffee.png")).unwrap();
     let (status, body) = http(
         &served.address,
@@ -246,8 +168,7 @@ fn serves_a_photo_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = served.child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    let mut rest = String::new();
-    served.stderr.read_to_string(&mut rest).unwrap();
+    let rest = served.stderr_text();
     assert!(rest.contains("stopped"), "{rest}");
     let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -1,32 +1,13 @@
 //! `darkroom thumbnails` as a user runs it: a folder of real photos (one corrupt)
 //! into thumbnails, a resumed re-run, and a model's exact inputs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::*;
 use imaging::{DecodeRequest, Limits};
 use models::Home;
-
-fn home() -> Home {
-    Home::discover_built()
-}
-
-fn darkroom(home: &Home, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_darkroom"))
-        .arg("--home")
-        .arg(&home.root)
-        .args(args)
-        .output()
-        .expect("darkroom runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("darkroom-thumbnails-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Two good photos (one in a subfolder) and a corrupt one.
 fn photos(home: &Home, name: &str) -> PathBuf {

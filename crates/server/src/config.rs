@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use imaging::ThumbnailSpec;
+use pipeline::{MetadataConfig, PipelineConfig, QueueConfig, ReviewRules};
 use storage::StorageConfig;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// What this process runs: `all` (the API and the workers, the
+    /// default), `api` (HTTP only: uploads wait for workers elsewhere) or
+    /// `worker` (jobs only; HTTP answers /healthz, /readyz and /metrics).
+    pub role: Role,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Darkroom's home: the model repository and the ONNX Runtime library.
@@ -57,6 +62,36 @@ pub struct ServerConfig {
     pub thumbnails: ThumbnailsConfig,
     /// Seconds to finish admitted requests after SIGTERM/SIGINT.
     pub shutdown_grace_s: u64,
+    /// Workers, retries, callbacks and the upload backlog limit.
+    pub pipeline: PipelineConfig,
+    /// The review rules: model releases, quality, keyword thresholds.
+    pub review: ReviewRules,
+    /// Photo records, dead letters and events: `kind = "sqlite"` (a file
+    /// under the home, the default) or `kind = "postgres"`.
+    pub metadata: MetadataConfig,
+    /// The work queue: `kind = "sqlite"` (a table in the metadata file, the
+    /// default) or `kind = "nats"` (JetStream; events go to a stream too).
+    pub queue: QueueConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    All,
+    Api,
+    Worker,
+}
+
+impl Role {
+    /// Serves the photo, review and analyze API.
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    /// Runs pipeline workers.
+    pub fn runs_workers(self) -> bool {
+        self != Role::Api
+    }
 }
 
 /// Thumbnails of stored photos.
@@ -127,6 +162,7 @@ pub struct LimitsConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            role: Role::All,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             home: PathBuf::from("var"),
             models: Vec::new(),
@@ -140,6 +176,10 @@ impl Default for ServerConfig {
             },
             thumbnails: ThumbnailsConfig::default(),
             shutdown_grace_s: 30,
+            pipeline: PipelineConfig::default(),
+            review: ReviewRules::default(),
+            metadata: MetadataConfig::default(),
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -269,6 +309,9 @@ impl ServerConfig {
                 .map_err(|e| format!("thumbnails.presets.{name}: {e}"))?;
         }
         crate::signing::Signer::new(&self.thumbnails.signing_keys, &self.thumbnails.signing_salt)?;
+        self.pipeline.validate()?;
+        self.review.validate().map_err(|e| e.to_string())?;
+        pipeline::config::check_backends(&self.metadata, &self.queue)?;
         if l.max_images_per_request > l.max_queued_images {
             return Err(format!(
                 "limits.max_images_per_request ({}) exceeds limits.max_queued_images ({}): such a request could never be admitted",
@@ -294,6 +337,11 @@ impl ServerConfig {
             },
             other => other.clone(),
         }
+    }
+
+    /// The metadata settings with a relative SQLite path resolved from `home`.
+    pub fn resolved_metadata(&self) -> MetadataConfig {
+        self.metadata.resolved(&self.home)
     }
 
     pub fn to_toml(&self) -> String {

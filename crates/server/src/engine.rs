@@ -243,6 +243,16 @@ impl Engine {
             })
     }
 
+    /// Admits `photos` photos, waiting for room: for the pipeline's workers,
+    /// whose own concurrency bounds what they hold.
+    pub async fn admit_waiting(&self, photos: u32) -> OwnedSemaphorePermit {
+        self.admitted
+            .clone()
+            .acquire_many_owned(photos)
+            .await
+            .expect("the admission semaphore is never closed")
+    }
+
     /// The batchers' estimate of how long a full queue takes to drain.
     pub fn retry_after(&self) -> Duration {
         self.stages

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use pipeline::{PipelineError, QueueError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -51,6 +52,18 @@ pub enum ApiError {
     SignatureInvalid,
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error("callbackUrl {url:?}: {reason}")]
+    InvalidCallbackUrl { url: String, reason: String },
+    #[error("cursor {cursor:?} is not one this API gave out; start without a cursor")]
+    InvalidCursor { cursor: String },
+    #[error("status {got:?} is not one of {known}")]
+    InvalidStatus { got: String, known: String },
+    #[error(
+        "this process runs with role = \"worker\": it answers /healthz, /readyz and /metrics only"
+    )]
+    WorkerOnly,
     /// Every image of the request failed: the request takes the first one's
     /// status and code (the body still lists each image's error).
     #[error("{0}")]
@@ -153,6 +166,11 @@ impl ApiError {
                 storage::StorageError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Pipeline(e) => pipeline_status(e),
+            ApiError::InvalidCallbackUrl { .. }
+            | ApiError::InvalidCursor { .. }
+            | ApiError::InvalidStatus { .. } => StatusCode::BAD_REQUEST,
+            ApiError::WorkerOnly => StatusCode::NOT_FOUND,
             ApiError::Image(e) => e.status(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -178,6 +196,11 @@ impl ApiError {
             ApiError::SignatureRequired => "signature_required",
             ApiError::SignatureInvalid => "signature_invalid",
             ApiError::Storage(e) => e.code(),
+            ApiError::Pipeline(e) => e.code(),
+            ApiError::InvalidCallbackUrl { .. } => "invalid_callback_url",
+            ApiError::InvalidCursor { .. } => "invalid_cursor",
+            ApiError::InvalidStatus { .. } => "invalid_status",
+            ApiError::WorkerOnly => "worker_only",
             ApiError::Image(e) => e.code(),
             ApiError::Internal(_) => "internal_error",
         }
@@ -189,6 +212,12 @@ impl ApiError {
             ApiError::Overloaded { retry_after } => Some(retry_after.as_secs().max(1)),
             ApiError::NotReady | ApiError::ShuttingDown => Some(1),
             ApiError::Storage(storage::StorageError::Unavailable { .. }) => Some(1),
+            ApiError::Pipeline(e) => match e {
+                PipelineError::Backlogged { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+                PipelineError::Store(StoreError::Unavailable(_))
+                | PipelineError::Queue(QueueError::Unavailable(_)) => Some(1),
+                _ => None,
+            },
             ApiError::Image(ImageError::Overloaded | ImageError::ShuttingDown) => Some(1),
             _ => None,
         }
@@ -199,6 +228,20 @@ impl ApiError {
             code: self.code().to_string(),
             message: self.to_string(),
         }
+    }
+}
+
+fn pipeline_status(e: &PipelineError) -> StatusCode {
+    match e {
+        PipelineError::Store(StoreError::Unavailable(_))
+        | PipelineError::Queue(QueueError::Unavailable(_))
+        | PipelineError::Backlogged { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        PipelineError::Store(_) | PipelineError::Queue(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        PipelineError::PhotoNotFound { .. } | PipelineError::JobNotFound { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        PipelineError::NotInReview { .. } => StatusCode::CONFLICT,
+        PipelineError::InvalidReview { .. } => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -1,10 +1,13 @@
 //! Darkroom's HTTP service: `POST /v1/analyze` in front of a dynamic batcher
-//! per model, plus `/v1/models`, `/metrics`, `/healthz`, `/readyz` and
-//! `/openapi.json`.
+//! per model; stored photos and thumbnails; the reviewing pipeline (uploads,
+//! photo status, the review queue, dead jobs) and its workers; plus
+//! `/v1/models`, `/metrics`, `/healthz`, `/readyz` and `/openapi.json`.
 //!
 //! [`serve`] takes its listener and a shutdown signal, so tests start it on
 //! port 0 and stop it cleanly. Models load in the background after the
-//! listener is up: `/readyz` answers 503 until they are loaded.
+//! listener is up: `/readyz` answers 503 until they are loaded and the
+//! pipeline's stores are open. [`AppState::start`] does both and starts the
+//! workers when the role runs them.
 
 pub mod api;
 pub mod config;
@@ -13,7 +16,9 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod photos;
+pub mod review;
 pub mod signing;
+mod workers;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +33,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, Role, ServerConfig};
 pub use engine::Engine;
 pub use error::ApiError;
 use metrics::Metrics;
@@ -52,6 +57,23 @@ struct Shared {
     requests: Arc<Semaphore>,
     /// Set when the shutdown signal arrives: new work gets `shutting_down`.
     shutting_down: AtomicBool,
+    /// Set once the metadata store and the queue are open.
+    pipeline: OnceLock<Arc<pipeline::Pipeline>>,
+    /// True tells the workers to drain.
+    stop_workers: tokio::sync::watch::Sender<bool>,
+    /// The workers' task, awaited at shutdown.
+    workers: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("loading models (run `darkroom models fetch` first?): {0}")]
+    Models(#[from] models::ModelError),
+    #[error("opening the pipeline's stores: {0}")]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl AppState {
@@ -76,6 +98,9 @@ impl AppState {
                 metrics: Arc::new(Metrics::default()),
                 requests,
                 shutting_down: AtomicBool::new(false),
+                pipeline: OnceLock::new(),
+                stop_workers: tokio::sync::watch::channel(false).0,
+                workers: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -93,6 +118,62 @@ impl AppState {
         let engine = Engine::load(&self.inner.config, self.inner.metrics.clone())?;
         let _ = self.inner.engine.set(Arc::new(engine));
         Ok(())
+    }
+
+    /// Opens the pipeline's metadata store and queue (connecting to
+    /// PostgreSQL and NATS when configured).
+    pub async fn open_pipeline(&self) -> Result<(), pipeline::PipelineError> {
+        let config = &self.inner.config;
+        let opened = pipeline::Pipeline::open(pipeline::PipelineOptions {
+            metadata: config.resolved_metadata(),
+            queue: config.queue.clone(),
+            pipeline: config.pipeline.clone(),
+            rules: config.review.clone(),
+            blobs: self.inner.blobs.clone(),
+        })
+        .await?;
+        let _ = self.inner.pipeline.set(Arc::new(opened));
+        Ok(())
+    }
+
+    /// Everything after the listener is up: the pipeline's stores, the
+    /// models (on a blocking thread), then the workers if the role runs them.
+    pub async fn start(&self) -> Result<(), StartError> {
+        self.open_pipeline().await?;
+        let loader = self.clone();
+        tokio::task::spawn_blocking(move || loader.load_engine())
+            .await
+            .map_err(|e| StartError::Internal(format!("loading models: {e}")))??;
+        if self.inner.config.role.runs_workers() {
+            self.start_workers();
+        }
+        Ok(())
+    }
+
+    /// Starts the pipeline's workers on this process's engine. Needs the
+    /// pipeline open and the models loaded.
+    pub fn start_workers(&self) {
+        let (Some(pipeline), Some(_)) = (self.inner.pipeline.get(), self.inner.engine.get()) else {
+            return;
+        };
+        let worker = pipeline::Worker::new(
+            pipeline.clone(),
+            Arc::new(workers::EngineAnalyzer(self.clone())),
+            Arc::new(workers::JobMetrics(self.inner.metrics.clone())),
+        );
+        let handle = tokio::spawn(worker.run(self.inner.stop_workers.subscribe()));
+        *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// The pipeline, once its stores are open.
+    pub fn pipeline(&self) -> Result<Arc<pipeline::Pipeline>, ApiError> {
+        self.inner.pipeline.get().cloned().ok_or(ApiError::NotReady)
+    }
+
+    /// The engine whether or not shutdown has begun (workers finish their
+    /// jobs while draining).
+    pub(crate) fn loaded_engine(&self) -> Option<Arc<Engine>> {
+        self.inner.engine.get().cloned()
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -127,17 +208,41 @@ impl AppState {
 
     fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
+        let _ = self.inner.stop_workers.send(true);
+    }
+
+    /// Waits for the workers (told to drain at shutdown) to hand back their
+    /// jobs and stop.
+    async fn workers_stopped(&self) {
+        let handle = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
     }
 }
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().limits.max_request_bytes;
-    Router::new()
-        .route("/v1/analyze", post(api::analyze))
-        .route("/v1/models", get(api::list_models))
-        .route("/v1/photos", post(photos::upload))
-        .route("/v1/photos/{id}/original", get(photos::original))
-        .route("/v1/photos/{id}/thumbnail", get(photos::thumbnail))
+    let mut routes = Router::new();
+    if state.config().role.serves_api() {
+        routes = routes
+            .route("/v1/analyze", post(api::analyze))
+            .route("/v1/models", get(api::list_models))
+            .route("/v1/photos", post(photos::upload).get(review::list_photos))
+            .route("/v1/photos/{id}", get(review::get_photo))
+            .route("/v1/photos/{id}/original", get(photos::original))
+            .route("/v1/photos/{id}/thumbnail", get(photos::thumbnail))
+            .route("/v1/review/queue", get(review::review_queue))
+            .route("/v1/review/{id}", post(review::decide))
+            .route("/v1/jobs/dead", get(review::dead_jobs))
+            .route("/v1/jobs/dead/{id}/retry", post(review::retry_dead));
+    }
+    routes
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -200,7 +305,7 @@ pub async fn serve(
             on_signal.begin_shutdown();
             let _ = signalled_tx.send(());
         });
-    tokio::select! {
+    let served = tokio::select! {
         served = graceful => served,
         _ = async {
             if signalled_rx.await.is_ok() {
@@ -212,5 +317,9 @@ pub async fn serve(
             eprintln!("darkroom: shutdown grace of {grace:?} ran out; dropping unanswered requests");
             Ok(())
         }
-    }
+    };
+    // The workers got the signal with the listener; they finish or hand
+    // back their jobs (pipeline.drain_s).
+    state.workers_stopped().await;
+    served
 }

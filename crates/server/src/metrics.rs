@@ -156,6 +156,17 @@ pub struct Metrics {
     queue_wait_seconds: HistogramVec,
     batch_size: HistogramVec,
     inference_seconds: HistogramVec,
+    jobs: CounterVec,
+    job_seconds: HistogramVec,
+}
+
+/// The pipeline's numbers read from its stores at render time.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineGauge {
+    /// Photos per status (from the metadata store).
+    pub photos: Vec<(&'static str, u64)>,
+    /// Jobs in the work queue, if it answered.
+    pub queue_depth: Option<u64>,
 }
 
 impl Default for Metrics {
@@ -171,6 +182,8 @@ impl Default for Metrics {
             queue_wait_seconds: HistogramVec::new(SECONDS),
             batch_size: HistogramVec::new(SIZES),
             inference_seconds: HistogramVec::new(SECONDS),
+            jobs: CounterVec::default(),
+            job_seconds: HistogramVec::new(SECONDS),
         }
     }
 }
@@ -230,7 +243,16 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, batchers: &[BatcherGauge]) -> String {
+    /// A pipeline job settled (`outcome`: done, retried, dead).
+    pub fn job(&self, kind: &str, outcome: &str, elapsed: Duration) {
+        let kind = label(kind);
+        self.jobs
+            .add(format!("kind=\"{kind}\",outcome=\"{}\"", label(outcome)), 1);
+        self.job_seconds
+            .observe(format!("kind=\"{kind}\""), elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self, batchers: &[BatcherGauge], pipeline: &PipelineGauge) -> String {
         let mut out = String::new();
         self.requests.render(
             &mut out,
@@ -298,6 +320,32 @@ impl Metrics {
             "Photos dropped before inference because their client went away.",
             batchers.iter().map(|b| (&b.model, b.cancelled)),
         );
+        self.jobs.render(
+            &mut out,
+            "darkroom_pipeline_jobs_total",
+            "Pipeline jobs settled by this process, by kind (process, callback) and outcome (done, retried, dead).",
+        );
+        self.job_seconds.render(
+            &mut out,
+            "darkroom_pipeline_job_seconds",
+            "Time from a job's delivery to its settling, by kind.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP darkroom_pipeline_photos Photos in each pipeline status (all processes).\n\
+             # TYPE darkroom_pipeline_photos gauge"
+        );
+        for (status, n) in &pipeline.photos {
+            let _ = writeln!(out, "darkroom_pipeline_photos{{status=\"{status}\"}} {n}");
+        }
+        if let Some(depth) = pipeline.queue_depth {
+            let _ = writeln!(
+                out,
+                "# HELP darkroom_pipeline_queue_depth Jobs in the work queue (all processes).\n\
+                 # TYPE darkroom_pipeline_queue_depth gauge\n\
+                 darkroom_pipeline_queue_depth {depth}"
+            );
+        }
         out
     }
 }
@@ -336,12 +384,22 @@ mod tests {
             },
         );
         m.rejected("overloaded");
-        let text = m.render(&[BatcherGauge {
-            model: "efficientnet-lite0".into(),
-            queued: 3,
-            cancelled: 1,
-        }]);
+        m.job("process", "done", Duration::from_millis(300));
+        let text = m.render(
+            &[BatcherGauge {
+                model: "efficientnet-lite0".into(),
+                queued: 3,
+                cancelled: 1,
+            }],
+            &PipelineGauge {
+                photos: vec![("published", 7)],
+                queue_depth: Some(2),
+            },
+        );
         for line in [
+            "darkroom_pipeline_jobs_total{kind=\"process\",outcome=\"done\"} 1",
+            "darkroom_pipeline_photos{status=\"published\"} 7",
+            "darkroom_pipeline_queue_depth 2",
             "darkroom_http_requests_total{route=\"/v1/analyze\",status=\"200\"} 1",
             "darkroom_http_in_flight_requests 0",
             "darkroom_batch_size_bucket{model=\"efficientnet-lite0\",le=\"2\"} 1",

@@ -10,7 +10,7 @@ use crate::error::{ErrorBody, ErrorResponse};
 #[openapi(
     info(
         title = "Darkroom",
-        description = "Self-hosted photo understanding: concepts with confidence, technical quality, faces and whether a model release is required, captions and embeddings, for a batch of photos per call. Errors carry a stable `code`; 429 and 503 carry `Retry-After`."
+        description = "Self-hosted photo understanding: concepts with confidence, technical quality, faces and whether a model release is required, captions and embeddings, for a batch of photos per call; and the asynchronous reviewing pipeline (upload, status, human review, dead jobs). Errors carry a stable `code`; 429 and 503 carry `Retry-After`."
     ),
     paths(
         api::analyze,
@@ -18,6 +18,12 @@ use crate::error::{ErrorBody, ErrorResponse};
         crate::photos::upload,
         crate::photos::original,
         crate::photos::thumbnail,
+        crate::review::get_photo,
+        crate::review::list_photos,
+        crate::review::review_queue,
+        crate::review::decide,
+        crate::review::dead_jobs,
+        crate::review::retry_dead,
         api::healthz,
         api::readyz,
         api::metrics,
@@ -32,6 +38,11 @@ use crate::error::{ErrorBody, ErrorResponse};
         api::ModelsResponse,
         crate::photos::StoredPhoto,
         crate::photos::PhotoUpload,
+        crate::review::PhotoPage,
+        crate::review::ReviewItem,
+        crate::review::ReviewPage,
+        crate::review::ReviewBody,
+        crate::review::DeadPage,
         models::analysis::PhotoAnalysis,
         models::analysis::Face,
         models::captioner::Caption,

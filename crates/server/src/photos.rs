@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use imaging::{Fit, OutputFormat, ThumbnailSpec};
+use pipeline::original_key;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
@@ -27,16 +28,12 @@ use crate::AppState;
 /// One year: thumbnails and originals never change under their URL.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-fn original_key(id: &str) -> String {
-    format!("originals/{}/{id}", &id[..2])
-}
-
 fn thumbnail_key(id: &str, spec_key: &str) -> String {
     format!("thumbnails/{}/{id}/{spec_key}", &id[..2])
 }
 
 /// A photo id is the sha256 of its bytes, in lowercase hex.
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
     if id.len() == 64
         && id
             .bytes()
@@ -49,58 +46,116 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct StoredPhoto {
     /// sha256 of the bytes: the same photo always gets the same id.
     pub id: String,
-    pub bytes: usize,
+    /// Where the photo is in the pipeline (`stored` when just queued).
+    #[schema(value_type = String)]
+    pub status: pipeline::Status,
+    pub bytes: u64,
     pub format: String,
     /// As stored, before EXIF orientation.
     pub width: u32,
     pub height: u32,
-    /// False when these bytes were already stored.
+    /// False when these bytes were already uploaded (nothing changed).
     pub created: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PhotoUpload {
     /// Base64 of a JPEG, PNG or WebP file.
     pub data: String,
+    /// http(s) URL POSTed the photo's record when it reaches an outcome.
+    pub callback_url: Option<String>,
+    /// `{"id": "...", "releaseOnFile": true}`.
+    #[schema(value_type = Object)]
+    pub uploader: Option<pipeline::Uploader>,
 }
 
-/// Store an original photo (raw image body, multipart with one file, or JSON
-/// `{"data": base64}`); its id is the sha256 of its bytes.
+/// Query parameters of an upload (for raw image bodies; body fields win).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    pub callback_url: Option<String>,
+    pub uploader_id: Option<String>,
+    /// A signed model release for the people in the photo is on file.
+    pub release_on_file: Option<String>,
+}
+
+/// Store an original photo and queue it for analysis and review (raw image
+/// body, multipart with one file, or JSON `{"data": base64}`); its id is
+/// the sha256 of its bytes. Follow it at `GET /v1/photos/{id}`.
 #[utoipa::path(post, path = "/v1/photos",
+    params(UploadQuery),
     request_body(content((PhotoUpload = "application/json"), (Vec<u8> = "image/jpeg"))),
     responses(
-        (status = 201, description = "stored", body = StoredPhoto),
-        (status = 200, description = "already stored", body = StoredPhoto),
+        (status = 202, description = "stored and queued", body = StoredPhoto),
+        (status = 200, description = "already uploaded: nothing changed", body = StoredPhoto),
+        (status = 400, description = "invalid_callback_url, invalid_request", body = crate::error::ErrorResponse),
         (status = 413, description = "image_too_large, too_many_pixels", body = crate::error::ErrorResponse),
         (status = 415, description = "unsupported_format, unsupported_media_type", body = crate::error::ErrorResponse),
+        (status = 503, description = "pipeline_backlogged (with Retry-After), metadata_unavailable, queue_unavailable", body = crate::error::ErrorResponse),
     ))]
 pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let query: UploadQuery = Query::try_from_uri(request.uri())
+        .map(|Query(q)| q)
+        .map_err(|e| bad(e.body_text()))?;
+    let pipeline = state.pipeline()?;
     let limits = state.config().limits.clone();
-    let bytes = crate::api::read_one_image(request, &limits).await?;
+    let (bytes, fields) = crate::api::read_one_image(request, &limits).await?;
+    let release_on_file = match fields.release_on_file {
+        Some(b) => b,
+        None => match &query.release_on_file {
+            Some(text) => crate::api::parse_bool("releaseOnFile", text)?,
+            None => false,
+        },
+    };
+    let callback_url = fields
+        .callback_url
+        .or(query.callback_url)
+        .map(|url| {
+            pipeline::service::check_callback_url(&url)
+                .map_err(|reason| ApiError::InvalidCallbackUrl { url, reason })
+        })
+        .transpose()?;
+    let submission = pipeline::photo::Submission {
+        uploader: pipeline::Uploader {
+            id: fields.uploader_id.or(query.uploader_id),
+            release_on_file,
+        },
+        callback_url,
+    };
     let header =
         imaging::probe(&bytes, &limits.imaging()).map_err(|e| ApiError::Image(e.into()))?;
     let id = hex::encode(Sha256::digest(&bytes));
-    let size = bytes.len();
-    let created = state
+    let original = pipeline::photo::Original {
+        bytes: bytes.len() as u64,
+        format: format!("{:?}", header.format).to_ascii_lowercase(),
+        width: header.width,
+        height: header.height,
+    };
+    // The blob first: a record never points at a missing original.
+    state
         .blobs()
         .put_if_absent(&original_key(&id), bytes)
         .await
         .map_err(ApiError::from)?;
+    let (record, created) = pipeline.submit(&id, original, submission).await?;
     let status = if created {
-        StatusCode::CREATED
+        StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
     let body = StoredPhoto {
         id,
-        bytes: size,
-        format: format!("{:?}", header.format).to_ascii_lowercase(),
-        width: header.width,
-        height: header.height,
+        status: record.status,
+        bytes: record.original.bytes,
+        format: record.original.format,
+        width: record.original.width,
+        height: record.original.height,
         created,
     };
     Ok((status, Json(body)).into_response())

@@ -34,7 +34,7 @@ async fn originals_are_stored_by_content_and_thumbnails_cached() {
     let id = hex::encode(Sha256::digest(&jpeg));
 
     let (status, body) = upload(&server, "image/jpeg", jpeg.clone()).await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 202, "{body}");
     assert_eq!(body["id"], id);
     assert_eq!(body["format"], "jpeg");
     assert_eq!(body["created"], true);
@@ -273,34 +273,11 @@ async fn limits_and_bad_parameters_get_specific_codes() {
 /// (`scripts/test.sh` starts it and sets `MOTO_ENDPOINT`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_backend_stores_originals_and_thumbnails() {
-    let endpoint = std::env::var("MOTO_ENDPOINT").expect(
-        "MOTO_ENDPOINT is not set: run the tests through scripts/test.sh, which starts an S3-compatible server (moto) on loopback",
-    );
-    let bucket = format!("darkroom-photos-{}", std::process::id());
-    let created = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .expect("moto answers");
-    assert!(
-        created.status().is_success(),
-        "creating bucket: {}",
-        created.status()
-    );
-    let server = Server::start(|config| {
-        config.storage = storage::StorageConfig::S3 {
-            bucket: bucket.clone(),
-            endpoint: Some(endpoint.clone()),
-            region: "us-east-1".into(),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-            allow_http: true,
-        };
-    })
-    .await;
+    let storage = moto_bucket("photos").await;
+    let server = Server::start(|config| config.storage = storage).await;
     let jpeg = camera("Storm.jpg");
     let (status, body) = upload(&server, "image/jpeg", jpeg.clone()).await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
     let original = fetch(&server, &format!("/v1/photos/{id}/original"), None).await;
     assert_eq!(original.bytes().await.unwrap().as_ref(), jpeg.as_slice());

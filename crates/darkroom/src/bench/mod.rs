@@ -2,6 +2,7 @@
 //! (`POST /v1/analyze`) of a Darkroom server, or anything with its contract.
 
 mod load;
+mod pipeline;
 mod report;
 mod wire;
 
@@ -52,6 +53,12 @@ those scheduled beyond that are dropped, not sent, and counted as client_overloa
 requests scheduled inside the window count, the tool waits for their answers, and the \
 interval runs to the later of the window's end and the last answer.
 
+Pipeline (--pipeline N): instead of /v1/analyze, upload N photos to POST {url}/v1/photos with \
+--concurrency uploads at once (each photo made unique by a trailer after its image data, so none is \
+deduplicated), then wait until the server's pipeline has taken all of them to an outcome \
+(published, needs_review, rejected or failed; read from darkroom_pipeline_photos at /metrics). \
+Reports uploads/s, upload latency, and end-to-end photos/s from the first upload to the last outcome.
+
 Progress goes to stderr once a second; stdout carries only the report (--json: one JSON object).";
 
 #[derive(Args)]
@@ -92,6 +99,9 @@ pub struct BenchArgs {
     /// Seconds before a request is given up and counted as the error `timeout`.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
+    /// Upload this many photos to /v1/photos and time them to an outcome, instead of /v1/analyze load.
+    #[arg(long, value_name = "N", conflicts_with_all = ["rate", "requests"])]
+    pipeline: Option<usize>,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -144,6 +154,36 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let warmup = seconds("warmup", args.warmup, true)?;
     let timeout = seconds("timeout", args.timeout, false)?;
 
+    if let Some(count) = args.pipeline {
+        anyhow::ensure!(count > 0, "--pipeline must be at least 1");
+        let photos = wire::load_photos(&args.photos)?
+            .into_iter()
+            .map(|p| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p.data))
+            .collect::<Result<Vec<_>, _>>()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()?;
+        let limit = Duration::from_secs(3600);
+        let report = runtime.block_on(pipeline::run(
+            client,
+            url,
+            photos,
+            count,
+            args.concurrency,
+            limit,
+        ))?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.human());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let photos = wire::load_photos(&args.photos)?;
     let bodies = wire::build_bodies(&photos, args.images_per_request, args.top_k);
     drop(photos);

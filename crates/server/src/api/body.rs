@@ -319,18 +319,29 @@ pub(super) async fn read_multipart(
     Ok((received, params))
 }
 
-/// Reads the one photo of a `POST /v1/photos`: a raw image body, a multipart
-/// body's first file, or JSON `{"data": base64}`.
+/// What an upload may carry besides the photo (JSON fields, multipart text
+/// fields or query parameters).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct UploadFields {
+    pub callback_url: Option<String>,
+    pub uploader_id: Option<String>,
+    pub release_on_file: Option<bool>,
+}
+
+/// Reads the one photo of a `POST /v1/photos` and its fields: a raw image
+/// body, a multipart body's first file (text fields `callbackUrl`,
+/// `uploaderId`, `releaseOnFile`), or JSON `{"data": base64, ...}`.
 pub(crate) async fn read_one_image(
     request: Request,
     limits: &crate::config::LimitsConfig,
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, UploadFields), ApiError> {
     let too_large = |bytes: usize| check_image_size("upload", bytes, limits.max_image_bytes);
+    let mut fields = UploadFields::default();
     match body_kind(request.headers())? {
         BodyKind::Image => {
             let body = read_body(request.into_body(), limits.max_request_bytes).await?;
             too_large(body.len())?;
-            Ok(body)
+            Ok((body, fields))
         }
         BodyKind::Json => {
             let body = read_body(request.into_body(), limits.max_request_bytes).await?;
@@ -342,11 +353,17 @@ pub(crate) async fn read_one_image(
                 .decode(upload.data.trim())
                 .map_err(|e| ApiError::Image(ImageError::InvalidBase64(e.to_string())))?;
             too_large(bytes.len())?;
-            Ok(Bytes::from(bytes))
+            fields.callback_url = upload.callback_url;
+            if let Some(uploader) = upload.uploader {
+                fields.uploader_id = uploader.id;
+                fields.release_on_file = Some(uploader.release_on_file);
+            }
+            Ok((Bytes::from(bytes), fields))
         }
         BodyKind::Multipart => {
             let limit = limits.max_request_bytes;
             let mut multipart = open_multipart(request).await?;
+            let mut photo = None;
             while let Some(field) = multipart
                 .next_field()
                 .await
@@ -357,11 +374,40 @@ pub(crate) async fn read_one_image(
                         reason: e.body_text(),
                     })?;
                     too_large(bytes.len())?;
-                    return Ok(bytes);
+                    if photo.is_some() {
+                        return Err(ApiError::InvalidRequest {
+                            reason: "one photo per upload; this body has several files".into(),
+                        });
+                    }
+                    photo = Some(bytes);
+                    continue;
+                }
+                let name = field.name().unwrap_or("").to_string();
+                let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                match name.as_str() {
+                    "callbackUrl" => fields.callback_url = Some(text),
+                    "uploaderId" => fields.uploader_id = Some(text),
+                    "releaseOnFile" => fields.release_on_file = Some(parse_bool(&name, &text)?),
+                    _ => {
+                        return Err(ApiError::InvalidRequest {
+                            reason: format!("multipart field `{name}`: unknown; expected a file, callbackUrl, uploaderId or releaseOnFile"),
+                        })
+                    }
                 }
             }
-            Err(ApiError::EmptyBatch)
+            photo.map(|p| (p, fields)).ok_or(ApiError::EmptyBatch)
         }
+    }
+}
+
+/// `true`/`false` (also `1`/`0`), for form fields and query parameters.
+pub(crate) fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
+    match text.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ApiError::InvalidRequest {
+            reason: format!("`{name}` must be true or false, not {other:?}"),
+        }),
     }
 }
 

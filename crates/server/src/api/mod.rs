@@ -15,10 +15,10 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
-pub(crate) use body::read_one_image;
 use body::{
     body_kind, check_image_size, drain, parse_json, read_body, read_multipart, BodyKind, Params,
 };
+pub(crate) use body::{parse_bool, read_one_image};
 pub use body::{AnalyzeQuery, AnalyzeRequest, ImageInput};
 
 use crate::error::{with_retry_after, ApiError, ErrorBody, ErrorResponse, ImageError};
@@ -235,7 +235,9 @@ pub async fn healthz() -> &'static str {
     (status = 503, description = "not_ready or shutting_down", body = ErrorResponse),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.engine().map(|_| "ready\n")
+    state.engine()?;
+    state.pipeline()?;
+    Ok("ready\n")
 }
 
 /// Prometheus metrics.
@@ -245,9 +247,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .engine()
         .map(|e| e.batcher_gauges())
         .unwrap_or_default();
+    let mut pipeline_gauge = crate::metrics::PipelineGauge::default();
+    if let Ok(pipeline) = state.pipeline() {
+        // Best effort: a store that does not answer leaves its lines out.
+        if let Ok(counts) = pipeline.store().count_by_status().await {
+            pipeline_gauge.photos = counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
+        }
+        pipeline_gauge.queue_depth = pipeline.queue().depth().await.ok();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(&gauges),
+        state.metrics().render(&gauges, &pipeline_gauge),
     )
         .into_response()
 }
@@ -262,7 +272,10 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
-pub async fn not_found(uri: Uri) -> ApiError {
+pub async fn not_found(State(state): State<AppState>, uri: Uri) -> ApiError {
+    if state.config().role == crate::Role::Worker && uri.path().starts_with("/v1/") {
+        return ApiError::WorkerOnly;
+    }
     ApiError::NotFound {
         path: uri.path().to_string(),
     }

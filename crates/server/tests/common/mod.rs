@@ -39,16 +39,21 @@ pub struct Server {
 impl Server {
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
         static SERVERS: AtomicUsize = AtomicUsize::new(0);
-        let blobs = std::env::temp_dir().join(format!(
-            "darkroom-test-blobs-{}-{}",
+        let dir = std::env::temp_dir().join(format!(
+            "darkroom-test-server-{}-{}",
             std::process::id(),
             SERVERS.fetch_add(1, Ordering::Relaxed)
         ));
-        let _ = std::fs::remove_dir_all(&blobs);
+        let _ = std::fs::remove_dir_all(&dir);
         let mut config = ServerConfig {
             home: home().root,
             cpu_workers: 2,
-            storage: storage::StorageConfig::Local { path: blobs },
+            storage: storage::StorageConfig::Local {
+                path: dir.join("blobs"),
+            },
+            metadata: pipeline::MetadataConfig::Sqlite {
+                path: dir.join("darkroom.db"),
+            },
             ..ServerConfig::default()
         };
         tweak(&mut config);
@@ -62,11 +67,7 @@ impl Server {
         let client = reqwest::Client::new();
         let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
         assert_eq!(ready.status(), 503, "not ready before the models load");
-        let loader = state.clone();
-        tokio::task::spawn_blocking(move || loader.load_engine())
-            .await
-            .unwrap()
-            .expect("models load");
+        state.start().await.expect("the service starts");
         Server {
             url,
             state,
@@ -125,6 +126,33 @@ impl Server {
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A fresh bucket on the moto S3 server that `scripts/test.sh` starts on
+/// loopback (`MOTO_ENDPOINT`), as a storage config.
+pub async fn moto_bucket(name: &str) -> storage::StorageConfig {
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect(
+        "MOTO_ENDPOINT is not set: run the tests through scripts/test.sh, which starts an S3-compatible server (moto) on loopback",
+    );
+    let bucket = format!("darkroom-{name}-{}", std::process::id());
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(
+        created.status().is_success(),
+        "creating bucket: {}",
+        created.status()
+    );
+    storage::StorageConfig::S3 {
+        bucket,
+        endpoint: Some(endpoint),
+        region: "us-east-1".into(),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        allow_http: true,
     }
 }
 

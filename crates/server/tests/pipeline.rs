@@ -1,0 +1,521 @@
+//! The reviewing pipeline end to end over HTTP, one suite run twice: on the
+//! embedded backends (SQLite, local files) and on the scale-out ones (real
+//! PostgreSQL, NATS JetStream and an S3-compatible server on loopback).
+//!
+//! Photos are uploaded, processed by the service's own workers, reviewed by
+//! the rules and by a person; callbacks reach a receiver that fails its
+//! first delivery; a photo that cannot be decoded is dead-lettered and
+//! retried; every new endpoint's bad input gets its code.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::{json, Value};
+
+/// Collects callback bodies; answers 503 to the first POST so a retry is
+/// needed.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<(String, Value)>>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+async fn start_receiver() -> (String, Receiver) {
+    let receiver = Receiver::default();
+    let shared = receiver.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let shared = shared.clone();
+                async move {
+                    let mut refused = shared.refused.lock().unwrap();
+                    if *refused == 0 {
+                        *refused += 1;
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let event = headers["x-darkroom-event"].to_str().unwrap().to_string();
+                    let value: Value = serde_json::from_slice(&body).unwrap();
+                    shared.got.lock().unwrap().push((event, value));
+                    StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, receiver)
+}
+
+async fn upload(server: &Server, photo: &[u8], query: &str) -> (u16, Value) {
+    let (status, body, _) = server
+        .post_to(&format!("/v1/photos{query}"), "image/jpeg", photo.to_vec())
+        .await;
+    (status, body)
+}
+
+async fn post_json(server: &Server, url: &str, body: &Value) -> (u16, Value) {
+    let response = server
+        .client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json_value().await)
+}
+
+async fn get_json(server: &Server, path: &str) -> (u16, Value) {
+    let (status, text) = server.get(path).await;
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }));
+    (status, value)
+}
+
+const OUTCOMES: [&str; 4] = ["published", "needs_review", "rejected", "failed"];
+
+/// Polls the photo until it reaches an outcome.
+async fn outcome(server: &Server, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, photo) = get_json(server, &format!("/v1/photos/{id}")).await;
+        assert_eq!(status, 200, "{photo}");
+        if OUTCOMES.contains(&photo["status"].as_str().unwrap()) {
+            return photo;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "photo {id} stuck: {photo}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn statuses(photo: &Value) -> Vec<&str> {
+    photo["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect()
+}
+
+async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(t) = check() {
+            return t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "waited for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn suite(server: Server) {
+    let (hook, receiver) = start_receiver().await;
+    let hook_query = format!("?callbackUrl={hook}");
+
+    // --- bad input on every new endpoint ---
+    let zeros = "0".repeat(64);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("GET", format!("/v1/photos/{zeros}"), 404, "photo_not_found"),
+        ("GET", "/v1/photos/not-an-id".into(), 404, "photo_not_found"),
+        (
+            "GET",
+            "/v1/photos?cursor=bogus".into(),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            "GET",
+            "/v1/photos?status=done".into(),
+            400,
+            "invalid_status",
+        ),
+        ("GET", "/v1/photos?limit=0".into(), 400, "invalid_request"),
+        (
+            "GET",
+            "/v1/photos?colour=red".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/v1/review/queue?cursor=c2VxOi0x".into(),
+            400,
+            "invalid_cursor",
+        ),
+        (
+            "GET",
+            "/v1/jobs/dead?limit=100000".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/jobs/dead/nope/retry".into(),
+            404,
+            "job_not_found",
+        ),
+    ];
+    for (method, path, status, expected) in cases {
+        let request = match method {
+            "GET" => server.client.get(format!("{}{path}", server.url)),
+            _ => server.client.post(format!("{}{path}", server.url)),
+        };
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        let value = response.json_value().await;
+        assert_eq!(
+            (got, code(&value)),
+            (status, expected),
+            "{method} {path}: {value}"
+        );
+    }
+    let coffee = sample("coffee.png");
+    for bad in [
+        "ftp://example.com/x",
+        "/relative",
+        "http://",
+        "not%20a%20url",
+    ] {
+        let (status, body) = upload(&server, &coffee, &format!("?callbackUrl={bad}")).await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, "invalid_callback_url"),
+            "{bad}: {body}"
+        );
+    }
+    let (status, body) = upload(&server, &coffee, "?releaseOnFile=maybe").await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    let (status, body) = get_json(&server, "/v1/photos").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["photos"],
+        json!([]),
+        "refused uploads left nothing behind"
+    );
+
+    // --- a clean photo is published, idempotently ---
+    let (status, body) = upload(&server, &coffee, &hook_query).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["created"], true);
+    let coffee_id = body["id"].as_str().unwrap().to_string();
+    let (status, again) = upload(&server, &coffee, "").await;
+    assert_eq!(
+        (status, &again["created"], &again["id"]),
+        (200, &json!(false), &json!(coffee_id))
+    );
+    let photo = outcome(&server, &coffee_id).await;
+    assert_eq!(photo["status"], "published", "{photo}");
+    assert_eq!(
+        statuses(&photo),
+        ["stored", "analyzed", "reviewed", "indexed", "published"]
+    );
+    assert_eq!(
+        photo["submission"]["callbackUrl"],
+        json!(hook),
+        "the first upload's submission stays"
+    );
+    let keywords: Vec<&str> = photo["keywords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(keywords.contains(&"espresso"), "{photo}");
+    assert!(photo["analysis"]["concepts"].as_array().unwrap().len() > 1);
+
+    // --- a face without a release goes to a person ---
+    let astronaut = sample("astronaut.png");
+    let (status, body) = upload(&server, &astronaut, &format!("{hook_query}&uploaderId=u-7")).await;
+    assert_eq!(status, 202, "{body}");
+    let astronaut_id = body["id"].as_str().unwrap().to_string();
+    let photo = outcome(&server, &astronaut_id).await;
+    assert_eq!(photo["status"], "needs_review", "{photo}");
+    assert_eq!(
+        photo["review"]["reasons"][0]["code"],
+        "model_release_required"
+    );
+    assert_eq!(photo["submission"]["uploader"]["id"], "u-7");
+    let (_, queue) = get_json(&server, "/v1/review/queue").await;
+    let item = &queue["photos"][0];
+    assert_eq!(item["id"], json!(astronaut_id), "{queue}");
+    assert_eq!(item["reasons"][0]["code"], "model_release_required");
+    assert!(item["suggested"].is_array() && item["accepted"].is_array());
+
+    // Malformed decisions are refused and change nothing.
+    let review_path = format!("{}/v1/review/{astronaut_id}", server.url);
+    for (body, status, expected) in [
+        (
+            json!({"decision": "maybe", "reviewer": "qa"}),
+            400,
+            "invalid_review",
+        ),
+        (json!({"decision": "publish"}), 400, "invalid_review"),
+        (
+            json!({"decision": "needs_review", "reviewer": "qa"}),
+            400,
+            "invalid_review",
+        ),
+        (
+            json!({"decision": "publish", "reviewer": "qa", "accepted": ["x"], "rejected": ["x"]}),
+            400,
+            "invalid_review",
+        ),
+        (
+            json!({"decision": "publish", "reviewer": "qa", "extra": 1}),
+            400,
+            "invalid_review",
+        ),
+    ] {
+        let (got, value) = post_json(&server, &review_path, &body).await;
+        assert_eq!((got, code(&value)), (status, expected), "{body}: {value}");
+    }
+    let response = server
+        .client
+        .post(&review_path)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let publish = json!({"decision": "publish", "reviewer": "qa"});
+    let (status, value) = post_json(
+        &server,
+        &format!("{}/v1/review/{zeros}", server.url),
+        &publish,
+    )
+    .await;
+    assert_eq!((status, code(&value)), (404, "photo_not_found"));
+    let (status, value) = post_json(
+        &server,
+        &format!("{}/v1/review/{coffee_id}", server.url),
+        &publish,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&value)),
+        (409, "not_in_review"),
+        "published photos take no decision"
+    );
+
+    // A person publishes it with their keywords.
+    let decision = json!({"decision": "publish", "reviewer": "qa-1", "accepted": ["astronaut-suit"], "note": "release checked by phone"});
+    let (status, value) = post_json(&server, &review_path, &decision).await;
+    assert_eq!(status, 202, "{value}");
+    let (status, value) = post_json(&server, &review_path, &decision).await;
+    assert_eq!(
+        (status, code(&value)),
+        (409, "not_in_review"),
+        "a second decision is refused"
+    );
+    let photo = outcome(&server, &astronaut_id).await;
+    assert_eq!(photo["status"], "published", "{photo}");
+    assert_eq!(
+        statuses(&photo),
+        [
+            "stored",
+            "analyzed",
+            "reviewed",
+            "needs_review",
+            "reviewed",
+            "indexed",
+            "published"
+        ]
+    );
+    assert_eq!(photo["history"][4]["by"], "reviewer:qa-1");
+    assert_eq!(photo["humanReview"]["reviewer"], "qa-1");
+    assert!(
+        photo["keywords"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("astronaut-suit")),
+        "{photo}"
+    );
+    let (_, queue) = get_json(&server, "/v1/review/queue").await;
+    assert_eq!(queue["photos"], json!([]));
+
+    // --- callbacks: every outcome, the first after a refused delivery ---
+    let got = wait_for("three callbacks", || {
+        let got = receiver.got.lock().unwrap().clone();
+        (got.len() >= 3).then_some(got)
+    })
+    .await;
+    let mut seen: Vec<(String, String)> = got
+        .iter()
+        .map(|(event, body)| (event.clone(), body["id"].as_str().unwrap().to_string()))
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        ("photo.published".to_string(), coffee_id.clone()),
+        ("photo.needs_review".to_string(), astronaut_id.clone()),
+        ("photo.published".to_string(), astronaut_id.clone()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+
+    // --- an undecodable photo is dead-lettered, listed, and retried ---
+    let mut truncated = camera("Storm.jpg");
+    truncated.truncate(truncated.len() / 2);
+    let (status, body) = upload(&server, &truncated, "").await;
+    assert_eq!(status, 202, "the header is fine: {body}");
+    let broken_id = body["id"].as_str().unwrap().to_string();
+    let photo = outcome(&server, &broken_id).await;
+    assert_eq!(photo["status"], "failed", "{photo}");
+    assert!(
+        photo["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{photo}"
+    );
+    let (_, dead) = get_json(&server, "/v1/jobs/dead").await;
+    let job = &dead["jobs"][0];
+    assert_eq!(job["photoId"], json!(broken_id), "{dead}");
+    assert_eq!(job["attempts"], 1, "a permanent error is not retried");
+    let job_id = job["id"].as_str().unwrap();
+    let response = server
+        .client
+        .post(format!("{}/v1/jobs/dead/{job_id}/retry", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let photo = wait_for_status(&server, &broken_id, |p| statuses(p).len() >= 4).await;
+    assert_eq!(
+        statuses(&photo)[..4],
+        ["stored", "failed", "stored", "failed"],
+        "retried from where it failed, and failed again: {photo}"
+    );
+
+    // --- lists page with cursors, in upload order ---
+    let (_, page) = get_json(&server, "/v1/photos?limit=2").await;
+    let ids: Vec<&str> = page["photos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [coffee_id.as_str(), astronaut_id.as_str()]);
+    let cursor = page["nextCursor"].as_str().unwrap();
+    let (_, page) = get_json(&server, &format!("/v1/photos?limit=2&cursor={cursor}")).await;
+    assert_eq!(page["photos"][0]["id"], json!(broken_id));
+    assert!(page.get("nextCursor").is_none(), "{page}");
+    let (_, page) = get_json(&server, "/v1/photos?status=failed").await;
+    assert_eq!(page["photos"].as_array().unwrap().len(), 1);
+
+    // --- the event log: one event per change, typed ---
+    let pipeline = server.state.pipeline().unwrap();
+    let events = wait_for_events(&pipeline, 18).await;
+    let of = |photo: &str, kind: &str| {
+        events
+            .iter()
+            .filter(|e| e.event.photo_id == photo && e.event.kind.name() == kind)
+            .count()
+    };
+    for id in [&coffee_id, &astronaut_id] {
+        assert_eq!(of(id, "photo.uploaded"), 1);
+        assert_eq!(of(id, "photo.analyzed"), 1);
+        assert_eq!(of(id, "photo.published"), 1);
+    }
+    assert_eq!(
+        of(&astronaut_id, "photo.reviewed"),
+        2,
+        "the rules, then the person"
+    );
+    assert_eq!(of(&astronaut_id, "photo.needs_review"), 1);
+    assert_eq!(of(&broken_id, "job.dead"), 2);
+    assert_eq!(of(&broken_id, "job.retried"), 1);
+    assert!(of(&coffee_id, "callback.delivered") == 1);
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "ordered by seq");
+
+    let metrics = server.get("/metrics").await.1;
+    assert!(
+        metrics.contains("darkroom_pipeline_photos{status=\"published\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("darkroom_pipeline_jobs_total{kind=\"process\",outcome=\"done\"}"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+async fn wait_for_status(server: &Server, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, photo) = get_json(server, &format!("/v1/photos/{id}")).await;
+        if done(&photo) && OUTCOMES.contains(&photo["status"].as_str().unwrap()) {
+            return photo;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{photo}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The event log once it holds at least `n` events and has stopped growing
+/// (scaled out, the relay publishes them to JetStream a moment after they
+/// are written).
+async fn wait_for_events(pipeline: &pipeline::Pipeline, n: usize) -> Vec<pipeline::LoggedEvent> {
+    let started = Instant::now();
+    let mut last = 0;
+    loop {
+        let events = pipeline.events().read(0, 10_000).await.unwrap();
+        let settled = events.len() >= n && events.len() == last;
+        if settled || started.elapsed() > Duration::from_secs(20) {
+            return events;
+        }
+        last = events.len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn fast_retries(config: &mut server::ServerConfig) {
+    config.pipeline.callback_retry.base_ms = 50;
+    config.pipeline.callback_retry.max_ms = 200;
+    config.pipeline.retry.base_ms = 50;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_pipeline_publishes_reviews_calls_back_and_dead_letters() {
+    let server = Server::start(fast_retries).await;
+    suite(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_pipeline_on_postgres_nats_and_s3() {
+    let storage = moto_bucket("pipeline").await;
+    let unique = format!(
+        "t_server_{}_{}",
+        std::process::id(),
+        pipeline::photo::now_ms()
+    );
+    let metadata = pipeline::MetadataConfig::Postgres {
+        url: std::env::var("PIPELINE_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        schema: unique.clone(),
+        connections: 4,
+    };
+    let queue = pipeline::QueueConfig::Nats {
+        url: std::env::var("PIPELINE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        prefix: unique.clone(),
+    };
+    let server = Server::start(|config| {
+        fast_retries(config);
+        config.storage = storage;
+        config.metadata = metadata.clone();
+        config.queue = queue.clone();
+    })
+    .await;
+    suite(server).await;
+    pipeline::config::remove_deployment(&metadata, &queue)
+        .await
+        .expect("the test's schema and streams are removed");
+}
