@@ -24,7 +24,8 @@ Also GET /v1/models, /metrics (Prometheus), /healthz, /readyz, /openapi.json.\n\
 Settings come from defaults, then the --config TOML file, then DARKROOM_* environment variables \
 (sections joined by __, e.g. DARKROOM_LIMITS__MAX_IMAGE_BYTES=1000000), then flags (--set KEY=VALUE for any \
 key). `darkroom serve --print-config` prints every key with its value and exits. \
-SIGTERM or Ctrl-C stops accepting, answers what was admitted, and exits.";
+SIGTERM or Ctrl-C stops accepting, answers what was admitted, lets the workers finish or hand back \
+their jobs (pipeline.drain_s), and exits.";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Decode {

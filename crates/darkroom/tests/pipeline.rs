@@ -148,7 +148,21 @@ fn check_no_loss_no_duplicates(
             let n = analyzed.iter().filter(|a| *a == id).count();
             assert_eq!(n, 1, "photo {id} has {n} photo.analyzed events");
         }
-        assert_eq!(queue.depth().await.unwrap(), 0, "jobs left in the queue");
+        // A job whose ack was lost (NATS restarting at that moment) comes
+        // back after its lease, runs again finding the photo at its outcome,
+        // and is acked: the queue empties, give it a few leases.
+        let started = Instant::now();
+        loop {
+            let depth = queue.depth().await.unwrap();
+            if depth == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{depth} jobs left in the queue"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         assert_eq!(store.pending().await.unwrap(), 0, "photos left in flight");
     });
 }

@@ -519,3 +519,76 @@ async fn scale_out_pipeline_on_postgres_nats_and_s3() {
         .await
         .expect("the test's schema and streams are removed");
 }
+
+/// A callback URL that never answers: retried with backoff up to the limit,
+/// then dead-lettered (the photo stays published), listed, and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_that_keeps_failing_is_dead_lettered_after_its_retries() {
+    // A port nothing listens on: bound, then closed.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let server = Server::start(|config| {
+        fast_retries(config);
+        config.pipeline.callback_retry.max_attempts = 3;
+    })
+    .await;
+    let hook = format!("?callbackUrl=http://127.0.0.1:{closed}/hook");
+    let (status, body) = upload(&server, &sample("rocket.jpg"), &hook).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let dead = loop {
+        let (_, dead) = get_json(&server, "/v1/jobs/dead").await;
+        if let Some(job) = dead["jobs"].as_array().and_then(|j| j.first()).cloned() {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no dead job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead["kind"], "callback", "{dead}");
+    assert_eq!(dead["status"], "published");
+    assert_eq!(dead["photoId"], json!(id));
+    assert_eq!(dead["attempts"], 3, "every attempt was made: {dead}");
+    assert!(dead["error"].as_str().unwrap().contains("POST"), "{dead}");
+    let (_, photo) = get_json(&server, &format!("/v1/photos/{id}")).await;
+    assert_eq!(
+        photo["status"], "published",
+        "a failed callback does not fail the photo"
+    );
+
+    let pipeline = server.state.pipeline().unwrap();
+    let events = pipeline.events().read(0, 1000).await.unwrap();
+    let failed: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            pipeline::EventKind::JobFailed { retry_in_ms, .. } => Some(*retry_in_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "two retries before the third, last attempt"
+    );
+
+    let job_id = dead["id"].as_str().unwrap();
+    let (status, job) = post_json(
+        &server,
+        &format!("{}/v1/jobs/dead/{job_id}/retry", server.url),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let (_, listed) = get_json(&server, "/v1/jobs/dead").await;
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["id"] != json!(job_id)),
+        "a retried job leaves the list: {listed}"
+    );
+    server.stop().await;
+}
