@@ -20,8 +20,8 @@ use pipeline::event::{Event, EventKind};
 use pipeline::photo::{NewPhoto, Original, Status, Submission, Transition};
 use pipeline::queue::nats::{run_relay, NatsQueue};
 use pipeline::{
-    DeadJob, Job, JobQueue, MetaStore, MetadataConfig, QueueConfig, QueueError, QueueSettings,
-    StoreError,
+    DeadJob, Delivery, Job, JobQueue, MetaStore, MetadataConfig, QueueConfig, QueueError,
+    QueueSettings, StoreError,
 };
 
 fn postgres_url() -> String {
@@ -91,6 +91,15 @@ async fn drop_streams(url: &str, prefix: &str) {
 
 async fn drop_schema(schema: &str) {
     let _ = pipeline::store::postgres::drop_schema(&postgres_url(), schema).await;
+}
+
+/// The one delivery a pull must bring within `wait`.
+async fn pull_one(q: &NatsQueue, wait: Duration) -> Delivery {
+    q.pull(1, wait)
+        .await
+        .unwrap()
+        .pop()
+        .expect("a delivery within the wait")
 }
 
 fn job(n: usize) -> Job {
@@ -179,12 +188,7 @@ async fn retry_waits_its_delay_and_release_does_not() {
     let q = open_queue(&prefix, Duration::from_secs(30)).await;
     let a = job(3);
     q.push(&a).await.unwrap();
-    let d = q
-        .pull(1, Duration::from_secs(2))
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let d = pull_one(&q, Duration::from_secs(2)).await;
     let retried_at = Instant::now();
     q.retry(d, Duration::from_millis(1500)).await.unwrap();
     assert_eq!(q.depth().await.unwrap(), 1, "a job waiting to retry counts");
@@ -195,24 +199,14 @@ async fn retry_waits_its_delay_and_release_does_not() {
             .is_empty(),
         "redelivered before the retry delay"
     );
-    let d = q
-        .pull(1, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let d = pull_one(&q, Duration::from_secs(5)).await;
     assert!(retried_at.elapsed() >= Duration::from_millis(1400));
     assert_eq!(d.job, a);
     assert_eq!(d.attempt, 2);
 
     let released_at = Instant::now();
     q.release(d).await.unwrap();
-    let d = q
-        .pull(1, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let d = pull_one(&q, Duration::from_secs(5)).await;
     assert!(released_at.elapsed() < Duration::from_secs(2));
     assert_eq!(d.attempt, 3);
     q.ack(d).await.unwrap();
@@ -226,12 +220,7 @@ async fn dead_publishes_to_the_dead_stream_and_leaves_the_queue() {
     let q = open_queue(&prefix, Duration::from_secs(30)).await;
     let a = job(4);
     q.push(&a).await.unwrap();
-    let d = q
-        .pull(1, Duration::from_secs(2))
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let d = pull_one(&q, Duration::from_secs(2)).await;
     let dead = DeadJob {
         job: a.clone(),
         attempts: d.attempt,
