@@ -178,19 +178,19 @@ pub async fn review_queue(
     let photos = photos
         .into_iter()
         .map(|p| {
-            let review = p.review.clone().unwrap_or(pipeline::Review {
-                decision: pipeline::Decision::NeedsReview,
-                reasons: Vec::new(),
-                accepted: Vec::new(),
-                suggested: Vec::new(),
-            });
+            let waiting_since_ms = p.status_since_ms();
+            let thumbnail = format!("/v1/photos/{}/thumbnail?preset=large", p.id);
+            let (reasons, accepted, suggested) = p
+                .review
+                .map(|r| (r.reasons, r.accepted, r.suggested))
+                .unwrap_or_default();
             ReviewItem {
-                thumbnail: format!("/v1/photos/{}/thumbnail?preset=large", p.id),
-                waiting_since_ms: p.status_since_ms(),
                 id: p.id,
-                reasons: review.reasons,
-                accepted: review.accepted,
-                suggested: review.suggested,
+                waiting_since_ms,
+                reasons,
+                accepted,
+                suggested,
+                thumbnail,
             }
         })
         .collect();

@@ -81,19 +81,7 @@ const OUTCOMES: [&str; 4] = ["published", "needs_review", "rejected", "failed"];
 
 /// Polls the photo until it reaches an outcome.
 async fn outcome(server: &Server, id: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, photo) = get_json(server, &format!("/v1/photos/{id}")).await;
-        assert_eq!(status, 200, "{photo}");
-        if OUTCOMES.contains(&photo["status"].as_str().unwrap()) {
-            return photo;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "photo {id} stuck: {photo}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_status(server, id, |_| true).await
 }
 
 fn statuses(photo: &Value) -> Vec<&str> {
@@ -448,14 +436,19 @@ async fn suite(server: Server) {
     server.stop().await;
 }
 
+/// Polls the photo until it is at an outcome and `done` holds.
 async fn wait_for_status(server: &Server, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
     loop {
-        let (_, photo) = get_json(server, &format!("/v1/photos/{id}")).await;
+        let (status, photo) = get_json(server, &format!("/v1/photos/{id}")).await;
+        assert_eq!(status, 200, "{photo}");
         if done(&photo) && OUTCOMES.contains(&photo["status"].as_str().unwrap()) {
             return photo;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "{photo}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "photo {id} stuck: {photo}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

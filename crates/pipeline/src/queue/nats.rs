@@ -302,6 +302,19 @@ impl NatsQueue {
             self.inner.names.subject,
             kind_token(&job.kind)
         );
+        let what = format!("queueing job {}", job.id);
+        self.publish_acked(subject, payload, job.id.clone(), &what)
+            .await
+    }
+
+    /// Publishes with `Nats-Msg-Id: id` and waits for JetStream's ack.
+    async fn publish_acked(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+        id: String,
+        what: &str,
+    ) -> QueueResult<()> {
         let ack = self
             .inner
             .js
@@ -309,12 +322,12 @@ impl NatsQueue {
                 subject,
                 PublishMessage::build()
                     .payload(payload.into())
-                    .message_id(&job.id),
+                    .message_id(id),
             )
             .await
-            .map_err(|e| publish_error(&self.inner.url, &format!("queueing job {}", job.id), e))?;
+            .map_err(|e| publish_error(&self.inner.url, what, e))?;
         ack.await
-            .map_err(|e| publish_error(&self.inner.url, &format!("queueing job {}", job.id), e))?;
+            .map_err(|e| publish_error(&self.inner.url, what, e))?;
         Ok(())
     }
 
@@ -430,19 +443,8 @@ impl NatsQueue {
             kind_token(&dead.job.kind)
         );
         let what = format!("dead-lettering job {}", dead.job.id);
-        let ack = self
-            .inner
-            .js
-            .send_publish(
-                subject,
-                PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(format!("{}:{}", dead.job.id, dead.attempts)),
-            )
-            .await
-            .map_err(|e| publish_error(&self.inner.url, &what, e))?;
-        ack.await
-            .map_err(|e| publish_error(&self.inner.url, &what, e))?;
+        let id = format!("{}:{}", dead.job.id, dead.attempts);
+        self.publish_acked(subject, payload, id, &what).await?;
         self.settle(delivery, AckKind::Term, "terminating").await
     }
 
