@@ -159,6 +159,28 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0)
         return 0
 
 
+def stop_process(proc: subprocess.Popen, name: str) -> None:
+    """SIGTERM, up to STOP_TIMEOUT_S to exit, then SIGKILL to whatever is left of
+    its session (workers orphaned by a crash, say); the process was started with
+    start_new_session=True."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            say(f"{name} ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s: killing it")
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def log_tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -201,23 +223,7 @@ class Server:
             time.sleep(0.25)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name} ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s: killing it")
-            except ProcessLookupError:
-                pass
-        # Whatever is left of its session (workers orphaned by a crash, say).
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process(self.proc, self.name)
         self._log_file.close()
 
 

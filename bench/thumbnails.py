@@ -59,13 +59,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Shared with the service comparison (same folder, stdlib only): process
 # accounting, ports, HTTP probes, the machine line and the peer's venv.
-from compare import Fail, ensure_peer_venv, free_port, http, machine, say, status_kib  # noqa: E402
+from compare import Fail, ensure_peer_venv, free_port, http, machine, say, status_kib, stop_process  # noqa: E402
 ELEPHANTS = "Elephants_5640x3172.jpg"
 CROP_W, CROP_H, CROP_QUALITY = 4000, 3000, 92
 CROPS = ("left", "centre", "right")
 QUALITY = 85
 READY_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 120.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONTENDERS = ("darkroom", "http", "vips", "pillow")
@@ -504,7 +503,11 @@ class HttpServer:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         base = [str(self.ctx.darkroom), "--home", str(self.ctx.home), "serve", "--listen", f"127.0.0.1:{port}"]
-        with_set = [*base, "--set", "thumbnails.cache=false", "--set", f'storage.path="{self.store}"']
+        # --role api: uploads are queued, not analysed, so no pipeline worker
+        # takes CPU from the thumbnails being timed; the records go beside the
+        # photos, not into the home's database.
+        with_set = [*base, "--role", "api", "--set", "thumbnails.cache=false", "--set", f'storage.path="{self.store}"',
+                    "--set", f'metadata.path="{self.store / "darkroom.db"}"']
         if self._try(with_set):
             return
         say("`--set storage.path=...` was refused: retrying with a --config file")
@@ -534,20 +537,8 @@ class HttpServer:
         raise Fail(f"darkroom serve not ready after {READY_TIMEOUT_S:.0f} s; its log ({self.log}):\n{tail(self.log)}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                say(f"darkroom serve ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s: killing it")
-            except ProcessLookupError:
-                pass
         if self.proc is not None:
-            kill_tree(self.proc)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            stop_process(self.proc, "darkroom serve")
             _LIVE.pop(self.proc.pid, None)
         shutil.rmtree(self.store, ignore_errors=True)
 
