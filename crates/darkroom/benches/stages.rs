@@ -197,7 +197,9 @@ fn main() {
     let prepare_fast = per_photo(n, || {
         photos.iter().for_each(|b| {
             drop(std::hint::black_box(
-                all_fast.prepare(b, &Limits::default()).unwrap(),
+                all_fast
+                    .prepare(b, &Limits::default(), &all_fast.select_all())
+                    .unwrap(),
             ))
         })
     });
@@ -205,7 +207,9 @@ fn main() {
     let prepare_exact = per_photo(n, || {
         photos.iter().for_each(|b| {
             drop(std::hint::black_box(
-                all_exact.prepare(b, &Limits::default()).unwrap(),
+                all_exact
+                    .prepare(b, &Limits::default(), &all_exact.select_all())
+                    .unwrap(),
             ))
         })
     });

@@ -1,17 +1,22 @@
-//! `darkroom analyze`: decode and prepare photos on a CPU pool while the
-//! previous batch runs through the models; print one JSON line per photo.
+//! `darkroom analyze`: photos from files and folders through the engine —
+//! the same CPU pool, batchers and heads as the service — one JSON line
+//! per photo on stdout, in the order given.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use domain::PhotoAnalysis;
+use engine::{
+    Admission, AnalyzeOptions, BatchingOverrides, DecodeChoice, Engine, EngineConfig,
+    RequestOptions,
+};
 use indicatif::{ProgressBar, ProgressStyle};
-use models::analyzer::{AnalyzeOptions, Analyzer, LoadOptions, Prepared};
-use models::{Home, Repository};
-use rayon::prelude::*;
+use models::Home;
 use sha2::{Digest, Sha256};
 
 #[derive(Args)]
@@ -106,119 +111,124 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)
     }
 }
 
-/// A photo read and prepared, or why not.
-type Item = (PathBuf, Result<(String, Prepared), String>);
-
 pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let (photos, mut failures) = collect_photos(&args.paths);
     let total = photos.len() + failures.len();
     for (path, reason) in &failures {
         eprintln!("error: {}: {reason}", path.display());
     }
-    models::onnx_runtime::init_runtime(&home.ort_library())?;
-    let repo = Repository::open(&home.models())?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let analyzer = Analyzer::load(
-        &repo,
-        &LoadOptions {
-            models: args.models.clone(),
-            intra_threads: args.threads.unwrap_or(cores),
-            decode: args.decode.map(|d| match d {
-                Decode::Exact => imaging::DecodeMode::Exact,
-                Decode::Fast => imaging::DecodeMode::Fast,
-            }),
-            // One batch at a time here, each using every core.
+    let batch_size = args.batch_size.max(1);
+    // Photos in flight: enough to fill a batch while the next one is
+    // prepared, and bounded, so memory stays flat on any input size.
+    let window = (2 * batch_size).max(2 * cores);
+    let config = EngineConfig {
+        models: args.models.clone(),
+        decode: match args.decode {
+            None => DecodeChoice::Model,
+            Some(Decode::Exact) => DecodeChoice::Exact,
+            Some(Decode::Fast) => DecodeChoice::Fast,
+        },
+        cpu_workers: cores,
+        intra_threads: args.threads.unwrap_or(cores),
+        // One batch at a time per model, each using every core.
+        batching: BatchingOverrides {
+            max_batch_size: Some(batch_size),
+            max_queue_delay_ms: None,
             instances: Some(1),
         },
-    )
-    .context("loading models")?;
-    let limits = imaging::Limits {
-        max_bytes: args.max_bytes,
-        max_pixels: args.max_pixels,
     };
-    let opts = AnalyzeOptions {
-        top_k: args.top_k,
-        min_confidence: args.min_confidence,
-        embedding: args.embedding,
-        release_threshold: args.release_threshold,
+    let admission = Admission {
+        image: imaging::Limits {
+            max_bytes: args.max_bytes,
+            max_pixels: args.max_pixels,
+        },
+        max_queued_images: window,
     };
+    let engine =
+        Arc::new(Engine::load(home, &config, admission, Arc::new(())).context("loading models")?);
+    let opts = engine.options(
+        None,
+        AnalyzeOptions {
+            top_k: args.top_k,
+            min_confidence: args.min_confidence,
+            embedding: args.embedding,
+            release_threshold: args.release_threshold,
+        },
+    )?;
     let progress = photo_progress(photos.len());
-    let batch_size = args.batch_size.max(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut inference_failed = 0usize;
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        // One batch prepared ahead: bounded so memory stays flat on any input size.
-        let (tx, rx) = sync_channel::<Vec<Item>>(1);
-        let analyzer_ref = &analyzer;
-        let photos_ref = &photos;
-        scope.spawn(move || {
-            for chunk in photos_ref.chunks(batch_size) {
-                let items: Vec<Item> = chunk
-                    .par_iter()
-                    .map(|path| (path.clone(), prepare(analyzer_ref, path, &limits, args.id)))
-                    .collect();
-                if tx.send(items).is_err() {
-                    return;
+    runtime.block_on(async {
+        // Results are written in input order: the oldest photo in flight is
+        // awaited first while the others go on.
+        let mut in_flight = VecDeque::with_capacity(window);
+        let mut photos = photos.into_iter();
+        loop {
+            while in_flight.len() < window {
+                let Some(path) = photos.next() else { break };
+                let (engine, opts) = (engine.clone(), opts.clone());
+                in_flight.push_back(tokio::spawn(async move {
+                    let outcome = analyze_one(&engine, &path, args.id, &opts).await;
+                    (path, outcome)
+                }));
+            }
+            let Some(next) = in_flight.pop_front() else {
+                break;
+            };
+            let (path, outcome) = next.await.context("an analysis task failed")?;
+            match outcome {
+                Ok(analysis) => {
+                    serde_json::to_writer(&mut out, &analysis)?;
+                    out.write_all(b"\n")?;
+                    out.flush()?;
+                }
+                Err(reason) => {
+                    progress.suspend(|| eprintln!("error: {}: {reason}", path.display()));
+                    failures.push((path, reason));
                 }
             }
-        });
-        for items in rx {
-            let mut ready = Vec::new();
-            for (path, item) in items {
-                match item {
-                    Ok(prepared) => ready.push((path, prepared)),
-                    Err(reason) => {
-                        progress.suspend(|| eprintln!("error: {}: {reason}", path.display()));
-                        failures.push((path, reason));
-                        progress.inc(1);
-                    }
-                }
-            }
-            let (paths, batch): (Vec<PathBuf>, Vec<(String, Prepared)>) = ready.into_iter().unzip();
-            match analyzer.infer(&batch, &opts) {
-                Ok(results) => {
-                    for result in results {
-                        serde_json::to_writer(&mut out, &result)?;
-                        out.write_all(b"\n")?;
-                    }
-                }
-                Err(e) => {
-                    inference_failed += paths.len();
-                    for path in &paths {
-                        progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
-                    }
-                }
-            }
-            out.flush()?;
-            progress.inc(paths.len() as u64);
+            progress.inc(1);
         }
-        Ok(())
+        anyhow::Ok(())
     })?;
     progress.finish_and_clear();
-    let failed = failures.len() + inference_failed;
-    if failed > 0 {
-        eprintln!("{failed} of {total} photos failed");
+    if !failures.is_empty() {
+        eprintln!("{} of {total} photos failed", failures.len());
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn prepare(
-    analyzer: &Analyzer,
+/// Reads one photo (on the engine's pool) and analyses it through the
+/// engine, as the service would; the error is `reason (code)`.
+async fn analyze_one(
+    engine: &Engine,
     path: &Path,
-    limits: &imaging::Limits,
     id: IdMode,
-) -> Result<(String, Prepared), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let photo_id = match id {
-        IdMode::Path => path.display().to_string(),
-        IdMode::Hash => hex::encode(Sha256::digest(&bytes)),
-    };
-    let prepared = analyzer
-        .prepare(&bytes, limits)
-        .map_err(|e| format!("{e} ({})", e.code()))?;
-    Ok((photo_id, prepared))
+    opts: &RequestOptions,
+) -> Result<PhotoAnalysis, String> {
+    let _permit = engine.admit_waiting(1).await;
+    let read_path = path.to_path_buf();
+    let (photo_id, bytes) = engine
+        .on_pool(move || {
+            let bytes = std::fs::read(&read_path).map_err(|e| e.to_string())?;
+            let photo_id = match id {
+                IdMode::Path => read_path.display().to_string(),
+                IdMode::Hash => hex::encode(Sha256::digest(&bytes)),
+            };
+            Ok::<_, String>((photo_id, bytes))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    engine
+        .analyze(photo_id, bytes, opts)
+        .await
+        .map_err(|e| format!("{e} ({})", e.code()))
 }
 
 /// A progress bar over `n` photos (hidden for a single photo).

@@ -78,7 +78,7 @@ pub struct ServeArgs {
     /// Instances (sessions, batcher threads) per model [default: each model's].
     #[arg(long)]
     instances: Option<usize>,
-    /// Any setting, as KEY=VALUE with a TOML value (e.g. limits.max_queued_images=512).
+    /// Any setting, as KEY=VALUE with a TOML value (e.g. limits.max_queued_images=512, engine.decode=fast).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Print the resolved settings as TOML and exit.
@@ -112,7 +112,7 @@ impl ServeArgs {
         }
         if let Some(models) = &self.models {
             let names = models.iter().cloned().map(toml::Value::String).collect();
-            set("models", toml::Value::Array(names))?;
+            set("engine.models", toml::Value::Array(names))?;
         }
         if let Some(decode) = self.decode {
             let name = match decode {
@@ -120,22 +120,22 @@ impl ServeArgs {
                 Decode::Exact => "exact",
                 Decode::Fast => "fast",
             };
-            set("decode", toml::Value::String(name.into()))?;
+            set("engine.decode", toml::Value::String(name.into()))?;
         }
         if let Some(n) = self.cpu_workers {
-            set("cpu_workers", int(n))?;
+            set("engine.cpu_workers", int(n))?;
         }
         if let Some(n) = self.intra_threads {
-            set("intra_threads", int(n))?;
+            set("engine.intra_threads", int(n))?;
         }
         if let Some(n) = self.max_batch_size {
-            set("batching.max_batch_size", int(n))?;
+            set("engine.batching.max_batch_size", int(n))?;
         }
         if let Some(ms) = self.max_queue_delay_ms {
-            set("batching.max_queue_delay_ms", int(ms as usize))?;
+            set("engine.batching.max_queue_delay_ms", int(ms as usize))?;
         }
         if let Some(n) = self.instances {
-            set("batching.instances", int(n))?;
+            set("engine.batching.instances", int(n))?;
         }
         for pair in &self.set {
             let (key, raw) = pair
@@ -183,7 +183,7 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
             "darkroom: ready in {:.1}s: {} ({} CPU workers); metadata {}, queue {}, blobs {}{}",
             started.elapsed().as_secs_f32(),
             names.join(", "),
-            state.config().cpu_workers(),
+            state.config().engine.cpu_workers(),
             pipeline.store().kind(),
             pipeline.queue().kind(),
             state.blobs().describe(),

@@ -14,7 +14,7 @@ fn print_config_layers_file_then_environment_then_flags() {
     let file = dir.join("darkroom.toml");
     std::fs::write(
         &file,
-        "cpu_workers = 3\nintra_threads = 3\n[limits]\nmax_pixels = 1000\n",
+        "[engine]\ncpu_workers = 3\nintra_threads = 3\n[limits]\nmax_pixels = 1000\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
@@ -26,7 +26,7 @@ fn print_config_layers_file_then_environment_then_flags() {
             "--set",
             "limits.max_queued_images=512",
         ])
-        .env("DARKROOM_CPU_WORKERS", "5")
+        .env("DARKROOM_ENGINE__CPU_WORKERS", "5")
         .env("DARKROOM_LIMITS__MAX_IMAGE_BYTES", "12345")
         .output()
         .unwrap();
@@ -36,13 +36,14 @@ fn print_config_layers_file_then_environment_then_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
     let config: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let engine = config["engine"].as_table().unwrap();
     assert_eq!(
-        config["cpu_workers"].as_integer(),
+        engine["cpu_workers"].as_integer(),
         Some(5),
         "environment over file"
     );
     assert_eq!(
-        config["intra_threads"].as_integer(),
+        engine["intra_threads"].as_integer(),
         Some(4),
         "flag over file"
     );

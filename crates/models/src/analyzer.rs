@@ -1,26 +1,35 @@
-//! The analyzer: decode a photo once, prepare each model's input exactly as
-//! that model was trained, run the models a batch at a time, and turn their
-//! outputs into one `PhotoAnalysis` per photo.
+//! The analyzer: decode a photo once, prepare each backbone's input exactly
+//! as that model was trained, run the backbones a batch at a time, and let
+//! the heads turn their outputs into one `PhotoAnalysis` per photo.
 //!
-//! `prepare` is CPU work per photo (run it on a pool). The ONNX models are
-//! [`Stage`]s: `run_stage` runs one model over a batch of prepared photos and
-//! returns each photo's raw output, and `finish` turns one photo's raw outputs
-//! into its `PhotoAnalysis`. `infer` does both for one batch (the CLI); the
-//! service puts a dynamic batcher in front of each stage instead, so photos
-//! from different requests share a batch.
+//! - `prepare` is CPU work per photo (run it on a pool): one decode, each
+//!   selected backbone's input tensor, and BRISQUE on the pixels.
+//! - `run_backbone` runs one ONNX model over a batch of prepared photos and
+//!   returns each photo's raw outputs by role (`logits`, `features`, ...).
+//! - `finish` applies a set of [`Head`]s to one photo's raw outputs.
+//!
+//! The analyzer owns the backbones, which are fixed once loaded; the heads
+//! it builds from the repository ([`Analyzer::builtin_heads`]) are a
+//! starting set. The engine crate keeps the set that is in force, swaps it
+//! while serving and puts a dynamic batcher in front of each backbone.
 
-use base64::Engine;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use domain::analysis::PhotoAnalysis;
 use imaging::{DecodeMode, Limits, PreprocessSpec, RgbImage, Transform};
 
-use crate::analysis::{Face, PhotoAnalysis};
 use crate::backend::{Backend, Tensor};
-use crate::brisque::{quality_from_score, Brisque};
-use crate::captioner::{CaptionConcept, CaptionInput, Captioner, TemplateCaptioner};
-use crate::concepts::{softmax, ConceptMap, ConceptOptions};
+use crate::brisque::Brisque;
+use crate::captioner::TemplateCaptioner;
+use crate::concepts::ConceptMap;
 use crate::error::{ModelError, Result};
-use crate::faces::{self, Anchor};
+use crate::heads::{
+    finish_concepts, CaptionsHead, ConceptsHead, EmbeddingHead, FacesHead, Head, HeadInput,
+    QualityHead,
+};
 use crate::onnx_runtime::OrtBackend;
-use crate::repository::{Batching, FaceDetectorSpec, ModelEntry, ModelKind, Repository};
+use crate::repository::{Batching, ModelEntry, ModelKind, Repository};
 
 /// How models are loaded.
 #[derive(Debug, Clone)]
@@ -67,87 +76,85 @@ impl Default for AnalyzeOptions {
     }
 }
 
-/// An ONNX model that runs in batches: the unit the service's batchers serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    Classifier,
-    Faces,
-}
-
-/// A loaded stage: which model serves it and its batching knobs (from its
+/// A loaded backbone: which model it is and its batching knobs (from its
 /// `model.toml`, with the load-time instance override applied).
 #[derive(Debug, Clone)]
-pub struct StageInfo {
-    pub stage: Stage,
+pub struct BackboneInfo {
+    /// Its index, as `run_backbone` and [`Selection`] take it.
+    pub index: usize,
     pub model: String,
+    pub kind: ModelKind,
     pub batching: Batching,
 }
 
-/// One photo's raw output of one stage.
-#[derive(Debug, Clone)]
-pub enum StageOutput {
-    Classifier {
-        logits: Vec<f32>,
-        /// Pooled features (the embedding before normalisation), if the model has them.
-        features: Option<Vec<f32>>,
-    },
-    Faces {
-        regressors: Vec<f32>,
-        classificators: Vec<f32>,
-    },
+/// What to prepare and run for a call, resolved once per request from the
+/// heads it needs (see [`Analyzer::select`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Backbone indices, ascending.
+    pub backbones: Vec<usize>,
+    /// Compute BRISQUE on the pixels.
+    pub quality: bool,
 }
 
-struct Classifier {
+/// One photo's raw outputs of one backbone, by role (`logits`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct BackboneOutput {
+    tensors: BTreeMap<String, Vec<f32>>,
+}
+
+impl BackboneOutput {
+    pub fn get(&self, role: &str) -> Option<&[f32]> {
+        self.tensors.get(role).map(Vec::as_slice)
+    }
+}
+
+/// An ONNX model with an image input, run in batches.
+struct Backbone {
     name: String,
+    kind: ModelKind,
     backend: Box<dyn Backend>,
     batching: Batching,
     /// One item's input shape, from the config (layout-aware).
     input_shape: Vec<usize>,
     spec: PreprocessSpec,
-    concepts: ConceptMap,
-    logits: String,
-    features: Option<String>,
+    /// Role → graph output name.
+    outputs: BTreeMap<String, String>,
+    /// A short hash of the weights: what an embedding is stored under.
+    version: String,
 }
 
-struct FaceDetector {
-    name: String,
-    backend: Box<dyn Backend>,
-    batching: Batching,
-    input_shape: Vec<usize>,
-    spec: PreprocessSpec,
-    config: FaceDetectorSpec,
-    regressors: String,
-    classificators: String,
-    anchors: Vec<Anchor>,
-}
-
+/// BRISQUE: a model over pixels, computed while preparing.
 struct Quality {
     name: String,
     brisque: Brisque,
     max_side: u32,
 }
 
-struct TextCaptioner {
-    name: String,
-    captioner: Box<dyn Captioner>,
-    max_captions: usize,
-}
-
 /// Loaded models, ready to analyze photos. Shareable across threads.
 pub struct Analyzer {
-    classifier: Option<Classifier>,
-    faces: Option<FaceDetector>,
+    backbones: Vec<Backbone>,
+    /// Names of `backbones`, in order (what [`HeadInput`] looks up).
+    backbone_names: Vec<String>,
     quality: Option<Quality>,
-    captioner: Option<TextCaptioner>,
+    /// Every loaded model with its kind, in load order.
+    models: Vec<(String, ModelKind)>,
+    heads: Vec<Arc<dyn Head>>,
 }
 
-/// One photo decoded and turned into every model's input.
+/// One photo decoded and turned into the selected backbones' inputs.
 pub struct Prepared {
-    classifier_input: Option<Vec<f32>>,
-    face_input: Option<(Vec<f32>, Transform)>,
-    brisque: Option<f64>,
+    /// Indexed by backbone; `None` for one not selected.
+    inputs: Vec<Option<(Vec<f32>, Transform)>>,
+    pub(crate) brisque: Option<f64>,
     /// Full-resolution size, oriented.
-    original: (u32, u32),
+    pub(crate) original: (u32, u32),
+}
+
+impl Prepared {
+    pub(crate) fn transform(&self, backbone: usize) -> Option<&Transform> {
+        self.inputs.get(backbone)?.as_ref().map(|(_, t)| t)
+    }
 }
 
 fn config_err(entry: &ModelEntry, reason: &str) -> ModelError {
@@ -155,19 +162,6 @@ fn config_err(entry: &ModelEntry, reason: &str) -> ModelError {
         path: entry.dir.clone(),
         reason: reason.to_string(),
     }
-}
-
-fn input_shape(entry: &ModelEntry) -> Vec<usize> {
-    entry
-        .config
-        .onnx
-        .as_ref()
-        .map(|o| o.input_shape.clone())
-        .unwrap_or_default()
-}
-
-fn output_name(entry: &ModelEntry, role: &str) -> Option<String> {
-    entry.config.onnx.as_ref()?.outputs.get(role).cloned()
 }
 
 fn batching(entry: &ModelEntry, opts: &LoadOptions) -> Batching {
@@ -188,6 +182,14 @@ fn preprocess(entry: &ModelEntry, opts: &LoadOptions) -> Result<PreprocessSpec> 
         spec.decode = mode;
     }
     Ok(spec)
+}
+
+/// The first 12 hex digits of the sha256 of the model's ONNX file, as
+/// recorded in its `model.toml` (`unrecorded` when it is not).
+fn weights_version(entry: &ModelEntry) -> String {
+    let file = entry.config.onnx.as_ref().map(|o| o.file.as_str());
+    file.and_then(|f| entry.config.files.get(f))
+        .map_or_else(|| "unrecorded".into(), |h| h.chars().take(12).collect())
 }
 
 impl Analyzer {
@@ -227,45 +229,68 @@ impl Analyzer {
                 .collect::<Result<_>>()?
         };
         let mut analyzer = Analyzer {
-            classifier: None,
-            faces: None,
+            backbones: Vec::new(),
+            backbone_names: Vec::new(),
             quality: None,
-            captioner: None,
+            models: Vec::new(),
+            heads: Vec::new(),
         };
+        // The classifier's concepts, for the captioner loaded after it.
+        let mut classifier: Option<(String, Arc<ConceptMap>)> = None;
+        let mut captioners = Vec::new();
         for entry in chosen {
             let c = &entry.config;
+            if analyzer.models.iter().any(|(n, _)| *n == c.name) {
+                continue;
+            }
+            analyzer.models.push((c.name.clone(), c.kind));
             match c.kind {
-                ModelKind::Classifier => {
-                    let spec = c
-                        .classifier
+                ModelKind::Classifier | ModelKind::FaceDetector => {
+                    let onnx = c
+                        .onnx
                         .as_ref()
-                        .ok_or_else(|| config_err(entry, "no [classifier] section"))?;
-                    analyzer.classifier = Some(Classifier {
-                        name: c.name.clone(),
-                        backend: backend(entry)?,
-                        batching: batching(entry, opts),
-                        input_shape: input_shape(entry),
-                        spec: preprocess(entry, opts)?,
-                        concepts: ConceptMap::load(entry.path(&spec.concepts))
-                            .map_err(|e| config_err(entry, &e.to_string()))?,
-                        logits: output_name(entry, "logits").unwrap_or_default(),
-                        features: output_name(entry, "features"),
-                    });
-                }
-                ModelKind::FaceDetector => {
-                    analyzer.faces = Some(FaceDetector {
-                        name: c.name.clone(),
-                        backend: backend(entry)?,
-                        batching: batching(entry, opts),
-                        input_shape: input_shape(entry),
-                        spec: preprocess(entry, opts)?,
-                        config: c
+                        .ok_or_else(|| config_err(entry, "no [onnx] section"))?;
+                    let spec = preprocess(entry, opts)?;
+                    if c.kind == ModelKind::Classifier {
+                        let concepts = c
+                            .classifier
+                            .as_ref()
+                            .ok_or_else(|| config_err(entry, "no [classifier] section"))?;
+                        let map = Arc::new(
+                            ConceptMap::load(entry.path(&concepts.concepts))
+                                .map_err(|e| config_err(entry, &e.to_string()))?,
+                        );
+                        analyzer.heads.push(Arc::new(ConceptsHead {
+                            model: c.name.clone(),
+                            map: map.clone(),
+                        }));
+                        if onnx.outputs.contains_key("features") {
+                            analyzer.heads.push(Arc::new(EmbeddingHead {
+                                model: c.name.clone(),
+                            }));
+                        }
+                        classifier.get_or_insert((c.name.clone(), map));
+                    } else {
+                        let config = c
                             .face_detector
                             .clone()
-                            .ok_or_else(|| config_err(entry, "no [face_detector] section"))?,
-                        regressors: output_name(entry, "regressors").unwrap_or_default(),
-                        classificators: output_name(entry, "classificators").unwrap_or_default(),
-                        anchors: faces::short_range_anchors(),
+                            .ok_or_else(|| config_err(entry, "no [face_detector] section"))?;
+                        analyzer.heads.push(Arc::new(FacesHead::new(
+                            c.name.clone(),
+                            &spec,
+                            config,
+                        )));
+                    }
+                    analyzer.backbone_names.push(c.name.clone());
+                    analyzer.backbones.push(Backbone {
+                        name: c.name.clone(),
+                        kind: c.kind,
+                        backend: backend(entry)?,
+                        batching: batching(entry, opts),
+                        input_shape: onnx.input_shape.clone(),
+                        spec,
+                        outputs: onnx.outputs.clone(),
+                        version: weights_version(entry),
                     });
                 }
                 ModelKind::Quality => {
@@ -280,6 +305,9 @@ impl Analyzer {
                         brisque,
                         max_side: spec.max_side,
                     });
+                    analyzer.heads.push(Arc::new(QualityHead {
+                        model: c.name.clone(),
+                    }));
                 }
                 ModelKind::Captioner => {
                     let spec = c
@@ -292,31 +320,112 @@ impl Analyzer {
                             "only the `template` captioner is built in",
                         ));
                     }
-                    analyzer.captioner = Some(TextCaptioner {
-                        name: c.name.clone(),
-                        captioner: Box::new(TemplateCaptioner::default()),
-                        max_captions: spec.max_captions,
-                    });
+                    captioners.push((c.name.clone(), spec.max_captions));
                 }
+            }
+        }
+        // Captions are composed from a classifier's concepts: without one
+        // loaded, the captioner has nothing to say.
+        if let Some((model, map)) = &classifier {
+            for (name, max_captions) in captioners {
+                analyzer.heads.push(Arc::new(CaptionsHead {
+                    model: name,
+                    classifier: model.clone(),
+                    map: map.clone(),
+                    captioner: Box::new(TemplateCaptioner::default()),
+                    max_captions,
+                }));
             }
         }
         Ok(analyzer)
     }
 
-    /// The smallest decode that still serves every loaded model: `None` (full
-    /// decode) as soon as one model wants exact pixels.
-    fn decode_min_size(&self, width: u32, height: u32) -> Option<(u32, u32)> {
-        let specs = self
-            .classifier
+    /// Every loaded model's name with its kind.
+    pub fn models(&self) -> Vec<(&str, ModelKind)> {
+        self.models.iter().map(|(n, k)| (n.as_str(), *k)).collect()
+    }
+
+    /// The heads made from the loaded models, in the order they apply:
+    /// concepts and the embedding, faces, quality, captions.
+    pub fn builtin_heads(&self) -> Vec<Arc<dyn Head>> {
+        self.heads.clone()
+    }
+
+    /// The batched backbones loaded, in index order.
+    pub fn backbones(&self) -> Vec<BackboneInfo> {
+        self.backbones
             .iter()
-            .map(|c| &c.spec)
-            .chain(self.faces.iter().map(|f| &f.spec));
+            .enumerate()
+            .map(|(index, b)| BackboneInfo {
+                index,
+                model: b.name.clone(),
+                kind: b.kind,
+                batching: b.batching.clone(),
+            })
+            .collect()
+    }
+
+    /// The version of a loaded backbone's weights (a short hash).
+    pub fn model_version(&self, model: &str) -> Option<&str> {
+        let b = self.backbones.iter().find(|b| b.name == model)?;
+        Some(&b.version)
+    }
+
+    /// The backbone whose pooled features are the embedding, if one is loaded.
+    pub fn embedding_model(&self) -> Option<&str> {
+        self.backbones
+            .iter()
+            .find(|b| b.kind == ModelKind::Classifier && b.outputs.contains_key("features"))
+            .map(|b| b.name.as_str())
+    }
+
+    /// The preprocessing `model`'s inputs get, as loaded (decode override
+    /// applied); `None` for a model without image input or not loaded.
+    pub fn input_spec(&self, model: &str) -> Option<&PreprocessSpec> {
+        self.backbones
+            .iter()
+            .find(|b| b.name == model)
+            .map(|b| &b.spec)
+    }
+
+    /// What must be prepared and run for the models `reads` names (heads'
+    /// [`Head::reads`]); names of no loaded backbone or quality model are
+    /// ignored.
+    pub fn select<'a>(&self, reads: impl IntoIterator<Item = &'a str>) -> Selection {
+        let reads: BTreeSet<&str> = reads.into_iter().collect();
+        Selection {
+            backbones: (0..self.backbones.len())
+                .filter(|&i| reads.contains(self.backbones[i].name.as_str()))
+                .collect(),
+            quality: self
+                .quality
+                .as_ref()
+                .is_some_and(|q| reads.contains(q.name.as_str())),
+        }
+    }
+
+    /// Everything loaded: every backbone and the quality model.
+    pub fn select_all(&self) -> Selection {
+        Selection {
+            backbones: (0..self.backbones.len()).collect(),
+            quality: self.quality.is_some(),
+        }
+    }
+
+    /// The smallest decode that still serves the selected models: `None`
+    /// (full decode) as soon as one wants exact pixels.
+    fn decode_min_size(
+        &self,
+        selection: &Selection,
+        width: u32,
+        height: u32,
+    ) -> Option<(u32, u32)> {
         let mut need = (0u32, 0u32);
-        for spec in specs {
-            let (w, h) = spec.decode_min_size(width, height)?;
+        for &i in &selection.backbones {
+            let (w, h) = self.backbones[i].spec.decode_min_size(width, height)?;
             need = (need.0.max(w), need.1.max(h));
         }
-        if let Some(q) = &self.quality {
+        if let (true, Some(q)) = (selection.quality, &self.quality) {
             // BRISQUE runs on a downscale of at most max_side on the long side.
             let scale = q.max_side as f32 / width.max(height) as f32;
             if scale < 1.0 {
@@ -331,277 +440,172 @@ impl Analyzer {
         Some(need)
     }
 
-    /// Decodes a photo once and prepares every loaded model's input. CPU-bound.
+    /// Decodes a photo once and prepares the selected models' inputs. CPU-bound.
     pub fn prepare(
         &self,
         bytes: &[u8],
         limits: &Limits,
+        selection: &Selection,
     ) -> std::result::Result<Prepared, imaging::ImagingError> {
-        let decoded = imaging::decode_to_fit(bytes, limits, |(w, h)| self.decode_min_size(w, h))?;
-        let image = &decoded.image;
-        let tensor = |spec: &PreprocessSpec| {
-            // Planned on the full-resolution size, so the transform maps to the
-            // original photo even when the decode was shrunk on load.
-            let resized = spec.resize_decoded(&decoded);
-            let mut input = vec![0.0f32; spec.tensor_len()];
-            spec.write_tensor(&resized.image, &mut input);
-            (input, resized.transform)
+        let decoded = imaging::decode_to_fit(bytes, limits, |(w, h)| {
+            self.decode_min_size(selection, w, h)
+        })?;
+        let inputs = (0..self.backbones.len())
+            .map(|i| {
+                if !selection.backbones.contains(&i) {
+                    return None;
+                }
+                let spec = &self.backbones[i].spec;
+                // Planned on the full-resolution size, so the transform maps
+                // to the original photo even when the decode was shrunk on load.
+                let resized = spec.resize_decoded(&decoded);
+                let mut input = vec![0.0f32; spec.tensor_len()];
+                spec.write_tensor(&resized.image, &mut input);
+                Some((input, resized.transform))
+            })
+            .collect();
+        let brisque = match (selection.quality, &self.quality) {
+            // A photo too small or too flat for the statistics gives NaN: no score.
+            (true, Some(q)) => Some(quality_score(&q.brisque, &decoded.image, q.max_side))
+                .filter(|s| s.is_finite()),
+            _ => None,
         };
         Ok(Prepared {
-            classifier_input: self.classifier.as_ref().map(|c| tensor(&c.spec).0),
-            face_input: self.faces.as_ref().map(|f| tensor(&f.spec)),
-            // A photo too small or too flat for the statistics gives NaN: no score.
-            brisque: self
-                .quality
-                .as_ref()
-                .map(|q| quality_score(&q.brisque, image, q.max_side))
-                .filter(|s| s.is_finite()),
+            inputs,
+            brisque,
             original: (decoded.original_width, decoded.original_height),
         })
     }
 
-    /// Every loaded model's name with its kind.
-    pub fn models(&self) -> Vec<(&str, ModelKind)> {
-        let mut models = Vec::new();
-        if let Some(c) = &self.classifier {
-            models.push((c.name.as_str(), ModelKind::Classifier));
+    /// Runs one backbone over a batch of prepared photos: one raw output per
+    /// photo, in order. Blocks for the inference; run it off the runtime.
+    /// Every photo must have been prepared with this backbone selected.
+    pub fn run_backbone(&self, index: usize, photos: &[&Prepared]) -> Result<Vec<BackboneOutput>> {
+        let b = self
+            .backbones
+            .get(index)
+            .ok_or_else(|| ModelError::BadOutput {
+                model: format!("backbone {index}"),
+                reason: "not loaded".into(),
+            })?;
+        let mut data = Vec::new();
+        for photo in photos {
+            let (input, _) = photo
+                .inputs
+                .get(index)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| ModelError::BadOutput {
+                    model: b.name.clone(),
+                    reason: "a photo was prepared without this model's input".into(),
+                })?;
+            data.extend_from_slice(input);
         }
-        if let Some(f) = &self.faces {
-            models.push((f.name.as_str(), ModelKind::FaceDetector));
-        }
-        if let Some(q) = &self.quality {
-            models.push((q.name.as_str(), ModelKind::Quality));
-        }
-        if let Some(c) = &self.captioner {
-            models.push((c.name.as_str(), ModelKind::Captioner));
-        }
-        models
-    }
-
-    /// The preprocessing `model`'s inputs get, as loaded (decode override
-    /// applied); `None` for a model without image input or not loaded.
-    pub fn input_spec(&self, model: &str) -> Option<&PreprocessSpec> {
-        let classifier = self.classifier.iter().map(|c| (&c.name, &c.spec));
-        let faces = self.faces.iter().map(|f| (&f.name, &f.spec));
-        classifier
-            .chain(faces)
-            .find(|(name, _)| *name == model)
-            .map(|(_, spec)| spec)
-    }
-
-    /// The batched stages loaded, in the order `infer` runs them.
-    pub fn stages(&self) -> Vec<StageInfo> {
-        let classifier = self.classifier.iter().map(|c| StageInfo {
-            stage: Stage::Classifier,
-            model: c.name.clone(),
-            batching: c.batching.clone(),
-        });
-        let faces = self.faces.iter().map(|f| StageInfo {
-            stage: Stage::Faces,
-            model: f.name.clone(),
-            batching: f.batching.clone(),
-        });
-        classifier.chain(faces).collect()
-    }
-
-    /// Runs one stage's model over a batch of prepared photos: one raw output
-    /// per photo, in order. Blocks for the inference; run it off the runtime.
-    pub fn run_stage(&self, stage: Stage, photos: &[&Prepared]) -> Result<Vec<StageOutput>> {
-        let not_loaded = || ModelError::BadOutput {
-            model: format!("{stage:?}"),
-            reason: "stage not loaded".into(),
-        };
-        match stage {
-            Stage::Classifier => {
-                let c = self.classifier.as_ref().ok_or_else(not_loaded)?;
-                let inputs = photos.iter().map(|p| {
-                    p.classifier_input
-                        .as_deref()
-                        .expect("prepared by the analyzer that loaded the classifier")
+        let mut shape = vec![photos.len()];
+        shape.extend_from_slice(&b.input_shape);
+        let outputs = b.backend.infer(Tensor::new(shape, data))?;
+        let mut per_photo: Vec<BackboneOutput> =
+            photos.iter().map(|_| BackboneOutput::default()).collect();
+        for (role, graph_name) in &b.outputs {
+            let tensor = outputs
+                .get(graph_name)
+                .ok_or_else(|| ModelError::BadOutput {
+                    model: b.name.clone(),
+                    reason: format!("no output named `{graph_name}`"),
+                })?;
+            if tensor.batch() != photos.len() {
+                return Err(ModelError::BadOutput {
+                    model: b.name.clone(),
+                    reason: format!(
+                        "`{graph_name}` has batch {} for {} inputs",
+                        tensor.batch(),
+                        photos.len()
+                    ),
                 });
-                let outputs = c.backend.infer(stack(inputs, &c.input_shape))?;
-                let logits = output(&outputs, &c.logits, &c.name, photos.len())?;
-                let features = match &c.features {
-                    Some(name) => Some(output(&outputs, name, &c.name, photos.len())?),
-                    None => None,
-                };
-                Ok((0..photos.len())
-                    .map(|i| StageOutput::Classifier {
-                        logits: logits.item(i).to_vec(),
-                        features: features.map(|f| f.item(i).to_vec()),
-                    })
-                    .collect())
             }
-            Stage::Faces => {
-                let f = self.faces.as_ref().ok_or_else(not_loaded)?;
-                let inputs = photos.iter().map(|p| {
-                    p.face_input
-                        .as_ref()
-                        .map(|(t, _)| t.as_slice())
-                        .expect("prepared by the analyzer that loaded the face detector")
-                });
-                let outputs = f.backend.infer(stack(inputs, &f.input_shape))?;
-                let regressors = output(&outputs, &f.regressors, &f.name, photos.len())?;
-                let classificators = output(&outputs, &f.classificators, &f.name, photos.len())?;
-                Ok((0..photos.len())
-                    .map(|i| StageOutput::Faces {
-                        regressors: regressors.item(i).to_vec(),
-                        classificators: classificators.item(i).to_vec(),
-                    })
-                    .collect())
+            for (i, out) in per_photo.iter_mut().enumerate() {
+                out.tensors.insert(role.clone(), tensor.item(i).to_vec());
             }
         }
+        Ok(per_photo)
     }
 
-    /// Runs a batch of prepared photos through every model (the CLI's path).
-    pub fn infer(
-        &self,
-        photos: &[(String, Prepared)],
-        opts: &AnalyzeOptions,
-    ) -> Result<Vec<PhotoAnalysis>> {
-        let prepared: Vec<&Prepared> = photos.iter().map(|(_, p)| p).collect();
-        let mut per_photo: Vec<Vec<StageOutput>> = photos.iter().map(|_| Vec::new()).collect();
-        if !photos.is_empty() {
-            for info in self.stages() {
-                let outputs = self.run_stage(info.stage, &prepared)?;
-                for (photo, output) in per_photo.iter_mut().zip(outputs) {
-                    photo.push(output);
-                }
-            }
-        }
-        Ok(photos
-            .iter()
-            .zip(per_photo)
-            .map(|((id, p), outputs)| self.finish(id.clone(), p, &outputs, opts))
-            .collect())
-    }
-
-    /// Turns one photo's raw stage outputs into its analysis. Cheap.
+    /// Turns one photo's raw outputs into its analysis with `heads`, in
+    /// order. `outputs` pairs a backbone index with its output. Cheap.
     pub fn finish(
         &self,
         photo_id: String,
         prepared: &Prepared,
-        outputs: &[StageOutput],
+        outputs: Vec<(usize, BackboneOutput)>,
+        heads: &[Arc<dyn Head>],
         opts: &AnalyzeOptions,
     ) -> PhotoAnalysis {
+        let mut indexed: Vec<Option<BackboneOutput>> =
+            self.backbones.iter().map(|_| None).collect();
+        for (i, output) in outputs {
+            if let Some(slot) = indexed.get_mut(i) {
+                *slot = Some(output);
+            }
+        }
+        let input = HeadInput {
+            backbones: &self.backbone_names,
+            prepared,
+            outputs: &indexed,
+        };
         let mut result = PhotoAnalysis {
             photo_id,
             concepts: Vec::new(),
             confidence: 0.0,
-            quality: prepared.brisque.map(quality_from_score),
-            brisque: prepared.brisque.map(|s| s as f32),
+            quality: None,
+            brisque: None,
             faces: Vec::new(),
             model_release_required: false,
             captions: Vec::new(),
             embedding: None,
             size: [prepared.original.0, prepared.original.1],
         };
-        for output in outputs {
-            match output {
-                StageOutput::Classifier { logits, features } => {
-                    if let Some(c) = &self.classifier {
-                        self.classify(c, logits, features.as_deref(), opts, &mut result);
-                    }
-                }
-                StageOutput::Faces {
-                    regressors,
-                    classificators,
-                } => {
-                    if let Some(f) = &self.faces {
-                        detect_faces(f, prepared, regressors, classificators, opts, &mut result);
-                    }
-                }
-            }
+        for head in heads {
+            head.apply(&input, opts, &mut result);
         }
+        finish_concepts(&mut result.concepts, opts.top_k);
         result
     }
 
-    fn classify(
+    /// Prepares and analyses photos in one batch on the calling thread with
+    /// the built-in heads: every loaded model. For tests and benchmarks of
+    /// the models themselves; the service and the CLI go through the engine
+    /// crate, which batches across requests.
+    pub fn infer(
         &self,
-        c: &Classifier,
-        logits: &[f32],
-        features: Option<&[f32]>,
+        photos: &[(String, &[u8])],
+        limits: &Limits,
         opts: &AnalyzeOptions,
-        result: &mut PhotoAnalysis,
-    ) {
-        let concept_opts = ConceptOptions {
-            top_k: opts.top_k,
-            min_confidence: opts.min_confidence,
-            include_broad: true,
-        };
-        let probs = softmax(logits);
-        result.confidence = probs.iter().copied().fold(0.0, f32::max);
-        result.concepts = c.concepts.score(&probs, &concept_opts);
-        if let Some(cap) = &self.captioner {
-            let classes = c.concepts.score(
-                &probs,
-                &ConceptOptions {
-                    top_k: 5,
-                    min_confidence: 0.0,
-                    include_broad: false,
-                },
-            );
-            let concepts: Vec<CaptionConcept> = classes
-                .into_iter()
-                .map(|(name, confidence)| CaptionConcept {
-                    groups: c.concepts.groups_of(&name),
-                    name,
-                    confidence,
-                })
-                .collect();
-            result.captions = cap.captioner.caption(
-                &CaptionInput {
-                    concepts: &concepts,
-                },
-                cap.max_captions,
-            );
-        }
-        if let (Some(features), true) = (features, opts.embedding) {
-            result.embedding = Some(encode_embedding(features));
-        }
-    }
-}
-
-fn detect_faces(
-    f: &FaceDetector,
-    prepared: &Prepared,
-    regressors: &[f32],
-    classificators: &[f32],
-    opts: &AnalyzeOptions,
-    result: &mut PhotoAnalysis,
-) {
-    let Some((_, transform)) = &prepared.face_input else {
-        return;
-    };
-    let release = opts.release_threshold.unwrap_or(f.config.release_threshold);
-    let detections = faces::decode(
-        regressors,
-        classificators,
-        &f.anchors,
-        f.config.score_threshold,
-        f.config.iou_threshold,
-    );
-    // Input 0..1 → model pixels → original photo pixels.
-    let (ow, oh) = (prepared.original.0 as f32, prepared.original.1 as f32);
-    result.faces = detections
-        .iter()
-        .map(|d| {
-            let (x1, y1) = transform.to_source(
-                d.bbox[0] * f.spec.width as f32,
-                d.bbox[1] * f.spec.height as f32,
-            );
-            let (x2, y2) = transform.to_source(
-                d.bbox[2] * f.spec.width as f32,
-                d.bbox[3] * f.spec.height as f32,
-            );
-            let px = |v: f32, max: f32| v.clamp(0.0, max).round() as u32;
-            Face {
-                bbox: [px(x1, ow), px(y1, oh), px(x2, ow), px(y2, oh)],
-                score: d.score,
+    ) -> Result<Vec<std::result::Result<PhotoAnalysis, imaging::ImagingError>>> {
+        let selection = self.select_all();
+        let prepared: Vec<_> = photos
+            .iter()
+            .map(|(_, bytes)| self.prepare(bytes, limits, &selection))
+            .collect();
+        let ok: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let mut outputs: Vec<Vec<(usize, BackboneOutput)>> =
+            ok.iter().map(|_| Vec::new()).collect();
+        if !ok.is_empty() {
+            for &i in &selection.backbones {
+                for (photo, output) in outputs.iter_mut().zip(self.run_backbone(i, &ok)?) {
+                    photo.push((i, output));
+                }
             }
-        })
-        .collect();
-    result.model_release_required = result.faces.iter().any(|face| face.score >= release);
+        }
+        let mut outputs = outputs.into_iter();
+        Ok(photos
+            .iter()
+            .zip(prepared)
+            .map(|((id, _), p)| {
+                let p = p?;
+                let out = outputs.next().expect("one output list per prepared photo");
+                Ok(self.finish(id.clone(), &p, out, &self.heads, opts))
+            })
+            .collect())
+    }
 }
 
 /// BRISQUE of a photo after an antialiased downscale to at most `max_side`
@@ -630,51 +634,4 @@ pub fn quality_score(brisque: &Brisque, image: &RgbImage, max_side: u32) -> f64 
     };
     let small = spec.resize(image).image;
     brisque.score_rgb(&small.data, small.width, small.height)
-}
-
-/// Concatenates per-photo inputs into one batch tensor of `[n, item_shape..]`.
-fn stack<'a>(items: impl Iterator<Item = &'a [f32]>, item_shape: &[usize]) -> Tensor {
-    let mut data = Vec::new();
-    let mut n = 0;
-    for item in items {
-        data.extend_from_slice(item);
-        n += 1;
-    }
-    let mut shape = vec![n];
-    shape.extend_from_slice(item_shape);
-    Tensor::new(shape, data)
-}
-
-fn output<'a>(
-    outputs: &'a crate::backend::Outputs,
-    name: &str,
-    model: &str,
-    batch: usize,
-) -> Result<&'a Tensor> {
-    let tensor = outputs.get(name).ok_or_else(|| ModelError::BadOutput {
-        model: model.to_string(),
-        reason: format!("no output named `{name}`"),
-    })?;
-    if tensor.batch() != batch {
-        return Err(ModelError::BadOutput {
-            model: model.to_string(),
-            reason: format!("`{name}` has batch {} for {batch} inputs", tensor.batch()),
-        });
-    }
-    Ok(tensor)
-}
-
-/// L2-normalises and encodes as base64 of little-endian float32.
-pub fn encode_embedding(features: &[f32]) -> String {
-    let norm = features
-        .iter()
-        .map(|v| v * v)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::MIN_POSITIVE);
-    let bytes: Vec<u8> = features
-        .iter()
-        .flat_map(|v| (v / norm).to_le_bytes())
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

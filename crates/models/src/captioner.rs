@@ -2,7 +2,7 @@
 //! search would implement; the default is a template captioner that composes
 //! captions from the classifier's concepts and says so in its model config.
 
-use serde::{Deserialize, Serialize};
+pub use domain::analysis::Caption;
 
 /// A concept as the captioner sees it.
 #[derive(Debug, Clone)]
@@ -18,17 +18,6 @@ pub struct CaptionConcept {
 /// and the model-input pixels for captioners that look at the image.
 pub struct CaptionInput<'a> {
     pub concepts: &'a [CaptionConcept],
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Caption {
-    pub caption: String,
-    /// The caption's probability: the product of its word probabilities.
-    pub probability: f32,
-    /// Content words with their natural-log probability under the captioner.
-    pub words_probability: Vec<(String, f32)>,
 }
 
 pub trait Captioner: Send + Sync {

@@ -1,7 +1,8 @@
-//! Models: the model repository, the inference backend and the adapters that
-//! turn raw outputs into meaning (concepts, faces, quality, embedding, captions).
+//! Models: the model repository, the inference backend, the analyzer that
+//! prepares photos and runs the backbones, and the heads that turn raw
+//! outputs into meaning (concepts, faces, quality, embedding, captions,
+//! trained concepts).
 
-pub mod analysis;
 pub mod analyzer;
 pub mod backend;
 pub mod brisque;
@@ -9,9 +10,12 @@ pub mod captioner;
 pub mod concepts;
 pub mod error;
 pub mod faces;
+pub mod heads;
 pub mod home;
 pub mod onnx_runtime;
 pub mod repository;
+
+pub use domain::analysis;
 
 pub use backend::{Backend, FakeBackend, Outputs, Tensor};
 pub use error::{ModelError, Result};

@@ -205,26 +205,24 @@ fn one_batch_per_model_and_results_in_photo_order() {
     let analyzer = analyzer(seen.clone());
     let limits = imaging::Limits::default();
     // 400×200: the letterbox pads 32 rows above and below in the 128 input.
-    let photos: Vec<_> = [("bright", 200u8), ("dark", 20), ("bright2", 230)]
+    let pngs: Vec<(String, Vec<u8>)> = [("bright", 200u8), ("dark", 20), ("bright2", 230)]
         .iter()
-        .map(|(id, level)| {
-            (
-                id.to_string(),
-                analyzer
-                    .prepare(&png(400, 200, *level), &limits)
-                    .expect("prepares"),
-            )
-        })
+        .map(|(id, level)| (id.to_string(), png(400, 200, *level)))
         .collect();
-    let results = analyzer
+    let photos: Vec<(String, &[u8])> = pngs.iter().map(|(id, b)| (id.clone(), &b[..])).collect();
+    let results: Vec<_> = analyzer
         .infer(
             &photos,
+            &limits,
             &AnalyzeOptions {
                 embedding: true,
                 ..AnalyzeOptions::default()
             },
         )
-        .expect("infers");
+        .expect("infers")
+        .into_iter()
+        .map(|r| r.expect("prepares"))
+        .collect();
     assert_eq!(
         *seen.lock().unwrap(),
         vec![vec![3, 3, 224, 224]],
@@ -250,7 +248,7 @@ fn one_batch_per_model_and_results_in_photo_order() {
     assert_eq!(b, [13, 0, 113, 38], "box in original pixels");
     assert!(bright.model_release_required);
     let embedding = bright.embedding.as_ref().expect("asked for");
-    assert_eq!(embedding.len(), 12, "two float32, base64");
+    assert_eq!(embedding.0, vec![0.6, 0.8], "the features, L2-normalised");
 
     let dark = &results[1];
     assert_eq!(dark.concepts[0].0, "drink");
@@ -260,14 +258,16 @@ fn one_batch_per_model_and_results_in_photo_order() {
 #[test]
 fn release_threshold_is_a_request_option() {
     let analyzer = analyzer(Seen::default());
-    let p = analyzer
-        .prepare(&png(64, 64, 200), &imaging::Limits::default())
-        .unwrap();
+    let photo = png(64, 64, 200);
     let opts = AnalyzeOptions {
         release_threshold: Some(0.95),
         ..AnalyzeOptions::default()
     };
-    let r = &analyzer.infer(&[("x".into(), p)], &opts).unwrap()[0];
+    let limits = imaging::Limits::default();
+    let results = analyzer
+        .infer(&[("x".into(), &photo[..])], &limits, &opts)
+        .unwrap();
+    let r = results[0].as_ref().unwrap();
     assert_eq!(r.faces.len(), 1);
     assert!(!r.model_release_required, "a 0.88 face is below 0.95");
 }
@@ -285,15 +285,9 @@ fn a_backend_returning_the_wrong_batch_is_a_typed_error() {
     })
     .unwrap();
     let limits = imaging::Limits::default();
-    let photos: Vec<_> = (0..2)
-        .map(|i| {
-            (
-                i.to_string(),
-                analyzer.prepare(&png(32, 32, 100), &limits).unwrap(),
-            )
-        })
-        .collect();
-    match analyzer.infer(&photos, &AnalyzeOptions::default()) {
+    let photo = png(32, 32, 100);
+    let photos: Vec<(String, &[u8])> = (0..2).map(|i| (i.to_string(), &photo[..])).collect();
+    match analyzer.infer(&photos, &limits, &AnalyzeOptions::default()) {
         Err(e @ ModelError::BadOutput { .. }) => assert_eq!(e.code(), "inference_failed"),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a short batch must not pass"),

@@ -103,18 +103,17 @@ fn efficientnet_top5_matches_the_reference_within_001() {
 fn analyze(names: &[&str], opts: &AnalyzeOptions) -> Vec<models::analysis::PhotoAnalysis> {
     let (home, repo) = setup();
     let analyzer = Analyzer::load(&repo, &LoadOptions::default()).expect("models load");
-    let batch: Vec<_> = names
+    let photos: Vec<(String, Vec<u8>)> = names
         .iter()
-        .map(|n| {
-            (
-                n.to_string(),
-                analyzer
-                    .prepare(&sample(&home, n), &imaging::Limits::default())
-                    .expect("prepares"),
-            )
-        })
+        .map(|n| (n.to_string(), sample(&home, n)))
         .collect();
-    analyzer.infer(&batch, opts).expect("inference")
+    let batch: Vec<(String, &[u8])> = photos.iter().map(|(n, b)| (n.clone(), &b[..])).collect();
+    analyzer
+        .infer(&batch, &imaging::Limits::default(), opts)
+        .expect("inference")
+        .into_iter()
+        .map(|r| r.expect("prepares"))
+        .collect()
 }
 
 #[test]
@@ -201,14 +200,11 @@ fn concepts_captions_and_embedding_are_coherent() {
     let caption = &chelsea.captions[0];
     let sum: f32 = caption.words_probability.iter().map(|(_, lp)| lp).sum();
     assert!((sum.exp() - caption.probability).abs() < 1e-4);
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(chelsea.embedding.as_ref().expect("embedding"))
-        .unwrap();
-    let v: Vec<f32> = bytes
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    // In JSON: base64 of little-endian float32, 1280 of them, unit length.
+    let json = serde_json::to_value(chelsea).unwrap();
+    let v = models::analysis::Embedding::from_base64(json["embedding"].as_str().unwrap())
+        .unwrap()
+        .0;
     assert_eq!(v.len(), 1280);
     let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4);

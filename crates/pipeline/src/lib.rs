@@ -1,10 +1,9 @@
 //! The asynchronous reviewing pipeline: upload → analyze → review → index →
 //! published, needs_review or rejected, with nothing lost when a worker dies.
 //!
-//! - [`photo`]: the statuses, history and results of one photo.
-//! - [`rules`]: the review rules that decide a photo's fate.
-//! - [`event`]: the typed events every state change emits.
-//! - [`job`]: jobs, the retry policy and dead letters.
+//! - [`photo`], [`rules`], [`event`], [`job`]: re-exported from the
+//!   `domain` crate: statuses and history, the review rules, the typed
+//!   events, jobs and the retry policy.
 //! - [`store`]: photo records, dead letters and the event log — SQLite
 //!   embedded, PostgreSQL scaled out.
 //! - [`queue`]: the work queue — a SQLite table embedded, NATS JetStream
@@ -15,16 +14,18 @@
 //! - [`worker`]: pulls jobs, runs the stages, delivers callbacks.
 
 pub mod config;
-pub mod event;
-pub mod job;
-pub mod photo;
 pub mod queue;
-pub mod rules;
 pub mod service;
 pub mod store;
 pub mod worker;
 
+// The photo, event, job and rule types live in the `domain` crate (no
+// runtime, no I/O), so the lake and the reports can use them without the
+// pipeline's databases; re-exported here under their old paths.
+pub use domain::{analysis, event, job, photo, rules};
+
 pub use config::{MetadataConfig, PipelineConfig, QueueConfig};
+pub use domain::stage::{Analyze, Analyzed, StageError};
 pub use event::{Event, EventKind, LoggedEvent};
 pub use job::{DeadJob, Job, JobKind, RetryPolicy};
 pub use photo::{NewPhoto, PhotoRecord, Status, Transition};
@@ -32,4 +33,4 @@ pub use queue::{Delivery, EventLog, JobQueue, QueueError, QueueSettings};
 pub use rules::{Decision, Reason, Review, ReviewRules, RulesError, Uploader};
 pub use service::{original_key, Pipeline, PipelineError, PipelineOptions, ReviewDecision};
 pub use store::{MetaStore, StoreError};
-pub use worker::{Analyze, StageError, Worker, WorkerObserver};
+pub use worker::{Worker, WorkerObserver};

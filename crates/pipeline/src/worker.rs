@@ -6,11 +6,10 @@
 //! job delivered twice (a worker died after the work but before the ack)
 //! finds the photo already moved on and leaves one result.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use models::analysis::PhotoAnalysis;
+use domain::stage::{Analyze, Analyzed, StageError};
 use tokio::sync::{watch, Semaphore};
 
 use crate::event::{Event, EventKind};
@@ -19,19 +18,6 @@ use crate::photo::{now_ms, PhotoRecord, Status, Transition};
 use crate::queue::Delivery;
 use crate::rules::Decision;
 use crate::service::{original_key, Pipeline};
-
-/// Why a stage did not finish.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StageError {
-    /// Worth another attempt: a store or model server was unavailable, the
-    /// batcher was full, the process is shutting down.
-    #[error("{0}")]
-    Transient(String),
-    /// Will fail the same way every time (an undecodable image, a missing
-    /// original): dead-lettered at once.
-    #[error("{0}")]
-    Permanent(String),
-}
 
 impl From<crate::store::StoreError> for StageError {
     fn from(e: crate::store::StoreError) -> Self {
@@ -46,16 +32,6 @@ impl From<crate::queue::QueueError> for StageError {
     fn from(e: crate::queue::QueueError) -> Self {
         StageError::Transient(e.to_string())
     }
-}
-
-/// The analysis stage's model work: the server's engine, through the same
-/// batchers as `/v1/analyze`.
-pub trait Analyze: Send + Sync + 'static {
-    fn analyze(
-        &self,
-        photo_id: String,
-        bytes: Vec<u8>,
-    ) -> impl Future<Output = Result<PhotoAnalysis, StageError>> + Send;
 }
 
 /// What a worker counts, for `/metrics`.
@@ -347,7 +323,10 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                             "the original of {id} is missing from the blob store"
                         ))
                     })?;
-                let analysis = self
+                let Analyzed {
+                    analysis,
+                    embedding,
+                } = self
                     .analyzer
                     .analyze(id.to_string(), bytes.to_vec())
                     .await?;
@@ -371,7 +350,11 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                             .collect(),
                     },
                 ));
+                if let Some(embedding) = &embedding {
+                    t.events.push(Event::embedded(id, embedding, at_ms));
+                }
                 t.analysis = Some(analysis);
+                t.embedding = embedding;
                 t
             }
             Status::Analyzed => {

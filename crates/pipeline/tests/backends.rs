@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use models::analysis::PhotoAnalysis;
+use pipeline::analysis::PhotoAnalysis;
 use pipeline::config::{MetadataConfig, QueueConfig};
 use pipeline::event::{Event, EventKind};
 use pipeline::job::{DeadJob, Job, JobKind};

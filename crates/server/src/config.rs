@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use engine::{BatchingOverrides, DecodeChoice, EngineConfig};
 use imaging::ThumbnailSpec;
 use pipeline::{MetadataConfig, PipelineConfig, QueueConfig, ReviewRules};
 use storage::StorageConfig;
@@ -44,16 +45,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Darkroom's home: the model repository and the ONNX Runtime library.
     pub home: PathBuf,
-    /// Models to load; empty loads one of each kind.
-    pub models: Vec<String>,
-    /// `model` keeps each model's own decode mode (`exact` reproduces
-    /// training), `exact` or `fast` (SIMD resize, ~2.5× cheaper) override all.
-    pub decode: DecodeChoice,
-    /// Threads decoding and preprocessing photos; 0 means one per core.
-    pub cpu_workers: usize,
-    /// ONNX Runtime intra-op threads per model instance.
-    pub intra_threads: usize,
-    pub batching: BatchingOverrides,
+    /// The model runtime: which models, decode mode, threads, batching.
+    pub engine: EngineConfig,
     pub limits: LimitsConfig,
     /// Where originals and cached thumbnails live: `kind = "local"` (a
     /// folder, the default; a relative path is taken from `home`) or
@@ -123,24 +116,6 @@ impl Default for ThumbnailsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecodeChoice {
-    Model,
-    Exact,
-    Fast,
-}
-
-/// Overrides of every model's `[batching]` section; absent keeps the model's.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchingOverrides {
-    pub max_batch_size: Option<usize>,
-    pub max_queue_delay_ms: Option<u64>,
-    /// Model instances (sessions and batcher threads) per model.
-    pub instances: Option<usize>,
-}
-
 /// What one request, and the service as a whole, may take on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,11 +140,7 @@ impl Default for ServerConfig {
             role: Role::All,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             home: PathBuf::from("var"),
-            models: Vec::new(),
-            decode: DecodeChoice::Model,
-            cpu_workers: 0,
-            intra_threads: 1,
-            batching: BatchingOverrides::default(),
+            engine: EngineConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::Local {
                 path: PathBuf::from("data/blobs"),
@@ -203,6 +174,14 @@ impl LimitsConfig {
         imaging::Limits {
             max_bytes: self.max_image_bytes,
             max_pixels: self.max_pixels,
+        }
+    }
+
+    /// What the engine admits.
+    pub fn admission(&self) -> engine::Admission {
+        engine::Admission {
+            image: self.imaging(),
+            max_queued_images: self.max_queued_images,
         }
     }
 }
@@ -286,7 +265,6 @@ impl ServerConfig {
     fn validate(&self) -> Result<(), String> {
         let l = &self.limits;
         let positive = [
-            ("intra_threads", self.intra_threads),
             ("limits.max_images_per_request", l.max_images_per_request),
             ("limits.max_image_bytes", l.max_image_bytes),
             ("limits.max_request_bytes", l.max_request_bytes),
@@ -301,9 +279,7 @@ impl ServerConfig {
         if l.max_pixels == 0 {
             return Err("limits.max_pixels must be at least 1".into());
         }
-        if self.batching.max_batch_size == Some(0) || self.batching.instances == Some(0) {
-            return Err("batching.max_batch_size and batching.instances must be at least 1".into());
-        }
+        self.engine.validate()?;
         for (name, spec) in &self.thumbnails.presets {
             spec.validate(self.thumbnails.max_output_pixels)
                 .map_err(|e| format!("thumbnails.presets.{name}: {e}"))?;
@@ -319,14 +295,6 @@ impl ServerConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Decode and preprocessing threads, with 0 resolved to the core count.
-    pub fn cpu_workers(&self) -> usize {
-        match self.cpu_workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
     }
 
     /// The storage settings with a relative local path resolved from `home`.
@@ -349,7 +317,22 @@ impl ServerConfig {
     }
 }
 
+/// Top-level keys that moved into `[engine]` when the model runtime became
+/// a crate of its own; named in the error so an old config is easy to fix.
+const MOVED_TO_ENGINE: [&str; 5] = [
+    "models",
+    "decode",
+    "cpu_workers",
+    "intra_threads",
+    "batching",
+];
+
 fn parse(table: &toml::Table) -> Result<ServerConfig, String> {
+    if let Some(key) = MOVED_TO_ENGINE.iter().find(|k| table.contains_key(**k)) {
+        return Err(format!(
+            "unknown field `{key}`: it is `engine.{key}` now (the [engine] section)"
+        ));
+    }
     toml::Value::Table(table.clone())
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_string())
@@ -458,30 +441,35 @@ mod tests {
         let file = dir.join("darkroom.toml");
         std::fs::write(
             &file,
-            "cpu_workers = 3\nintra_threads = 2\n[limits]\nmax_image_bytes = 1000\nmax_pixels = 5000\n",
+            "[engine]\ncpu_workers = 3\nintra_threads = 2\n[limits]\nmax_image_bytes = 1000\nmax_pixels = 5000\n",
         )
         .unwrap();
         let mut flags = toml::Table::new();
-        flags.insert("intra_threads".into(), toml::Value::Integer(4));
+        set_path(
+            &mut flags,
+            &["engine", "intra_threads"],
+            toml::Value::Integer(4),
+        )
+        .unwrap();
         let config = ServerConfig::load(
             Some(&file),
             env(&[
                 ("DARKROOM_LIMITS__MAX_IMAGE_BYTES", "2000"),
-                ("DARKROOM_MODELS", "efficientnet-lite0, brisque"),
-                ("DARKROOM_BATCHING__MAX_BATCH_SIZE", "8"),
-                ("DARKROOM_DECODE", "fast"),
+                ("DARKROOM_ENGINE__MODELS", "efficientnet-lite0, brisque"),
+                ("DARKROOM_ENGINE__BATCHING__MAX_BATCH_SIZE", "8"),
+                ("DARKROOM_ENGINE__DECODE", "fast"),
                 ("PATH", "/usr/bin"),
             ]),
             flags,
         )
         .unwrap();
-        assert_eq!(config.cpu_workers, 3, "file over default");
+        assert_eq!(config.engine.cpu_workers, 3, "file over default");
         assert_eq!(config.limits.max_pixels, 5000, "file");
         assert_eq!(config.limits.max_image_bytes, 2000, "env over file");
-        assert_eq!(config.intra_threads, 4, "flag over file");
-        assert_eq!(config.models, vec!["efficientnet-lite0", "brisque"]);
-        assert_eq!(config.batching.max_batch_size, Some(8));
-        assert_eq!(config.decode, DecodeChoice::Fast);
+        assert_eq!(config.engine.intra_threads, 4, "flag over file");
+        assert_eq!(config.engine.models, vec!["efficientnet-lite0", "brisque"]);
+        assert_eq!(config.engine.batching.max_batch_size, Some(8));
+        assert_eq!(config.engine.decode, DecodeChoice::Fast);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -512,11 +500,14 @@ mod tests {
 
         let e = ServerConfig::load(
             None,
-            env(&[("DARKROOM_CPU_WORKERS", "many")]),
+            env(&[("DARKROOM_ENGINE__CPU_WORKERS", "many")]),
             toml::Table::new(),
         )
         .unwrap_err();
-        assert!(e.to_string().contains("DARKROOM_CPU_WORKERS"), "{e}");
+        assert!(
+            e.to_string().contains("DARKROOM_ENGINE__CPU_WORKERS"),
+            "{e}"
+        );
 
         let e = ServerConfig::load(
             None,
@@ -533,6 +524,17 @@ mod tests {
         let e = ServerConfig::load(Some(&file), env(&[]), toml::Table::new()).unwrap_err();
         assert!(e.to_string().contains("max_image_byte"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_that_moved_into_engine_say_where_they_went() {
+        let e = ServerConfig::load(
+            None,
+            env(&[("DARKROOM_DECODE", "fast")]),
+            toml::Table::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("engine.decode"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The service's one error table: every failure a client can see, its HTTP
 //! status and its stable `code`, mapped in one exhaustive match. Errors of
-//! one image inside a batch use the same codes inline (`ImageError`).
+//! one image inside a batch use the same codes inline (`ImageError`). The
+//! engine's and the pipeline's errors come in here and nowhere else.
 
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use engine::EngineError;
 use pipeline::{PipelineError, QueueError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -128,6 +130,36 @@ impl ImageError {
         ErrorBody {
             code: self.code().to_string(),
             message: self.to_string(),
+        }
+    }
+}
+
+/// The engine's errors, as one photo's: the input's fault, a full queue, a
+/// model that failed, shutdown.
+impl From<EngineError> for ImageError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Image(e) => ImageError::Imaging(e),
+            EngineError::Overloaded { .. } => ImageError::Overloaded,
+            EngineError::ShuttingDown => ImageError::ShuttingDown,
+            EngineError::Inference(reason) => ImageError::Inference(reason),
+            other @ (EngineError::Load(_) | EngineError::UnknownModel { .. }) => {
+                ImageError::Inference(other.to_string())
+            }
+        }
+    }
+}
+
+/// The engine's errors, as a whole request's: the one place they become
+/// statuses and codes (through the variants above).
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownModel { name, loaded } => ApiError::UnknownModel { name, loaded },
+            EngineError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+            EngineError::ShuttingDown => ApiError::ShuttingDown,
+            EngineError::Load(e) => ApiError::Internal(e.to_string()),
+            other => ApiError::Image(other.into()),
         }
     }
 }

@@ -11,7 +11,6 @@
 
 pub mod api;
 pub mod config;
-pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -35,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use config::{ConfigError, Role, ServerConfig};
 pub use engine::Engine;
+use engine::EngineObserver;
 pub use error::ApiError;
 use metrics::Metrics;
 
@@ -69,7 +69,7 @@ struct Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("loading models (run `darkroom models fetch` first?): {0}")]
-    Models(#[from] models::ModelError),
+    Models(#[from] engine::EngineError),
     #[error("opening the pipeline's stores: {0}")]
     Pipeline(#[from] pipeline::PipelineError),
     #[error("{0}")]
@@ -114,8 +114,15 @@ impl AppState {
     }
 
     /// Loads the models (blocking, seconds) and makes the service ready.
-    pub fn load_engine(&self) -> Result<(), models::ModelError> {
-        let engine = Engine::load(&self.inner.config, self.inner.metrics.clone())?;
+    pub fn load_engine(&self) -> Result<(), engine::EngineError> {
+        let config = &self.inner.config;
+        let observer: Arc<dyn EngineObserver> = self.inner.metrics.clone();
+        let engine = Engine::load(
+            &models::Home::new(config.home.clone()),
+            &config.engine,
+            config.limits.admission(),
+            observer,
+        )?;
         let _ = self.inner.engine.set(Arc::new(engine));
         Ok(())
     }
@@ -153,12 +160,15 @@ impl AppState {
     /// Starts the pipeline's workers on this process's engine. Needs the
     /// pipeline open and the models loaded.
     pub fn start_workers(&self) {
-        let (Some(pipeline), Some(_)) = (self.inner.pipeline.get(), self.inner.engine.get()) else {
+        let (Some(pipeline), Some(engine)) = (self.inner.pipeline.get(), self.inner.engine.get())
+        else {
             return;
         };
         let worker = pipeline::Worker::new(
             pipeline.clone(),
-            Arc::new(workers::EngineAnalyzer(self.clone())),
+            // The engine itself, not `state.engine()`: that refuses new work
+            // during shutdown, and a draining worker finishes its jobs.
+            Arc::new(engine::PipelineAnalyzer(engine.clone())),
             Arc::new(workers::JobMetrics(self.inner.metrics.clone())),
         );
         let handle = tokio::spawn(worker.run(self.inner.stop_workers.subscribe()));
@@ -168,12 +178,6 @@ impl AppState {
     /// The pipeline, once its stores are open.
     pub fn pipeline(&self) -> Result<Arc<pipeline::Pipeline>, ApiError> {
         self.inner.pipeline.get().cloned().ok_or(ApiError::NotReady)
-    }
-
-    /// The engine whether or not shutdown has begun (workers finish their
-    /// jobs while draining).
-    pub(crate) fn loaded_engine(&self) -> Option<Arc<Engine>> {
-        self.inner.engine.get().cloned()
     }
 
     pub fn config(&self) -> &ServerConfig {

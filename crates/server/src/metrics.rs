@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use engine::BatcherGauge;
+
 /// Latency buckets in seconds, 1 ms to 60 s.
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -137,12 +139,6 @@ impl CounterVec {
 }
 
 /// Per-model numbers the batchers keep themselves, read at render time.
-#[derive(Debug, Clone)]
-pub struct BatcherGauge {
-    pub model: String,
-    pub queued: usize,
-    pub cancelled: u64,
-}
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -224,23 +220,6 @@ impl Metrics {
     pub fn thumbnail(&self, cache: &str) {
         self.thumbnails
             .add(format!("cache=\"{}\"", label(cache)), 1);
-    }
-
-    pub fn decoded(&self, elapsed: Duration) {
-        self.decode_seconds
-            .observe(String::new(), elapsed.as_secs_f64());
-    }
-
-    /// One batch of `model` ran.
-    pub fn batch(&self, model: &str, record: &batcher::BatchRecord<'_>) {
-        let labels = format!("model=\"{}\"", label(model));
-        self.batch_size.observe(labels.clone(), record.size as f64);
-        self.inference_seconds
-            .observe(labels.clone(), record.run_time.as_secs_f64());
-        for wait in record.queue_waits {
-            self.queue_wait_seconds
-                .observe(labels.clone(), wait.as_secs_f64());
-        }
     }
 
     /// A pipeline job settled (`outcome`: done, retried, dead).
@@ -364,9 +343,30 @@ fn per_model<'a>(
     }
 }
 
+/// The engine reports decode times and batches here.
+impl engine::EngineObserver for Metrics {
+    fn decoded(&self, elapsed: Duration) {
+        self.decode_seconds
+            .observe(String::new(), elapsed.as_secs_f64());
+    }
+
+    fn batch(&self, model: &str, record: &engine::observer::BatchRecord<'_>) {
+        let labels = format!("model=\"{}\"", label(model));
+        self.batch_size.observe(labels.clone(), record.size as f64);
+        self.inference_seconds
+            .observe(labels.clone(), record.run_time.as_secs_f64());
+        for wait in record.queue_waits {
+            self.queue_wait_seconds
+                .observe(labels.clone(), wait.as_secs_f64());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::observer::BatchRecord;
+    use engine::EngineObserver;
 
     #[test]
     fn renders_prometheus_text_with_cumulative_buckets() {
@@ -376,7 +376,7 @@ mod tests {
         let waits = [Duration::from_millis(2), Duration::from_millis(4)];
         m.batch(
             "efficientnet-lite0",
-            &batcher::BatchRecord {
+            &BatchRecord {
                 size: 2,
                 queue_waits: &waits,
                 run_time: Duration::from_millis(20),

@@ -258,7 +258,7 @@ async fn bad_input_gets_a_specific_4xx_and_the_server_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_metrics_health_and_openapi() {
-    let server = Server::start(|config| config.batching.max_batch_size = Some(4)).await;
+    let server = Server::start(|config| config.engine.batching.max_batch_size = Some(4)).await;
     let (status, body) = server.get("/healthz").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.get("/readyz").await.0, 200);
@@ -464,7 +464,7 @@ async fn shutdown_answers_admitted_requests_then_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_has_its_remaining_photos_dropped() {
-    let server = Server::start(|config| config.cpu_workers = 1).await;
+    let server = Server::start(|config| config.engine.cpu_workers = 1).await;
     let photo = b64(&camera("Garden.jpg"));
     let images: Vec<Value> = (0..48)
         .map(|i| json!({"id": i.to_string(), "data": photo}))

@@ -1,5 +1,6 @@
-//! The metadata store: photo records, the search keywords, the dead-letter
-//! list, and the event log (embedded) or event outbox (scaled out).
+//! The metadata store: photo records, their embeddings, the search
+//! keywords, the dead-letter list, and the event log (embedded) or event
+//! outbox (scaled out).
 //!
 //! Two implementations with the same behaviour, checked by one conformance
 //! suite (`tests/backends.rs`): SQLite in WAL mode ([`sqlite`]) and
@@ -13,6 +14,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+use crate::analysis::{Embedding, StoredEmbedding};
 use crate::config::MetadataConfig;
 use crate::event::{Event, LoggedEvent};
 use crate::job::DeadJob;
@@ -44,6 +46,24 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An embedding row read back; bytes that are not float32 are corrupt.
+fn stored_embedding(
+    photo_id: &str,
+    model: String,
+    version: String,
+    bytes: &[u8],
+) -> StoreResult<StoredEmbedding> {
+    let vector = Embedding::from_le_bytes(bytes).map_err(|reason| StoreError::Corrupt {
+        id: photo_id.to_string(),
+        reason,
+    })?;
+    Ok(StoredEmbedding {
+        model,
+        version,
+        vector,
+    })
+}
 
 /// Photo records and what hangs off them. Cheap to clone (shared handles).
 #[derive(Clone)]
@@ -139,6 +159,45 @@ impl MetaStore {
         limit: usize,
     ) -> StoreResult<Vec<String>> {
         dispatch!(self, s => s.photos_with_keyword(keyword, limit).await)
+    }
+
+    /// The photo's stored embedding of `model` (any model: the latest
+    /// written), or `None` when the photo or the embedding is missing.
+    pub async fn get_embedding(
+        &self,
+        id: &str,
+        model: Option<&str>,
+    ) -> StoreResult<Option<StoredEmbedding>> {
+        dispatch!(self, s => s.get_embedding(id, model).await)
+    }
+
+    /// Stores (or replaces) a photo's embedding of `embedding.model` with
+    /// `events`, one transaction. False when the photo does not exist.
+    pub async fn put_embedding(
+        &self,
+        id: &str,
+        embedding: &StoredEmbedding,
+        at_ms: i64,
+        events: &[Event],
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.put_embedding(id, embedding, at_ms, events).await)
+    }
+
+    /// Analysed photos (`seq > after`, in upload order, at most `limit`)
+    /// with no embedding of `model` at `version`: what a backfill computes.
+    pub async fn missing_embeddings(
+        &self,
+        model: &str,
+        version: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        dispatch!(self, s => s.missing_embeddings(model, version, after, limit).await)
+    }
+
+    /// How many analysed photos have no embedding of `model` at `version`.
+    pub async fn count_missing_embeddings(&self, model: &str, version: &str) -> StoreResult<u64> {
+        dispatch!(self, s => s.count_missing_embeddings(model, version).await)
     }
 
     /// Appends events that go with no photo change (a failed attempt, a

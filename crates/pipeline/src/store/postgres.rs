@@ -6,6 +6,8 @@
 //!   JSON, as in SQLite, so the two backends read and write the same shapes
 //!   and the SQL stays close. `seq` (BIGSERIAL) is the upload order.
 //! - `photo_keywords`: the search index, rewritten with the keywords.
+//! - `photo_embeddings`: one embedding per photo and model, float32
+//!   little-endian in a BYTEA, written with the analysis.
 //! - `dead_jobs`: the dead-letter list, one row per job id.
 //! - `events`: the OUTBOX. Every change writes its events here in its own
 //!   transaction; the relay ([`crate::queue::nats::run_relay`]) publishes
@@ -29,7 +31,8 @@ use serde::Serialize;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, GenericClient, NoTls, Row, Statement};
 
-use super::{StoreError, StoreResult};
+use super::{stored_embedding, StoreError, StoreResult};
+use crate::analysis::StoredEmbedding;
 use crate::event::{Event, LoggedEvent};
 use crate::job::{DeadJob, Job};
 use crate::photo::{NewPhoto, PhotoRecord, StageEntry, Status, Transition};
@@ -64,6 +67,15 @@ CREATE TABLE IF NOT EXISTS photo_keywords (
     PRIMARY KEY (keyword, photo_seq)
 );
 CREATE INDEX IF NOT EXISTS photo_keywords_photo ON photo_keywords (photo_seq);
+CREATE TABLE IF NOT EXISTS photo_embeddings (
+    photo_seq  BIGINT NOT NULL REFERENCES photos (seq) ON DELETE CASCADE,
+    model      TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    dims       INTEGER NOT NULL,
+    vector     BYTEA NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (photo_seq, model)
+);
 CREATE TABLE IF NOT EXISTS dead_jobs (
     seq      BIGSERIAL PRIMARY KEY,
     job_id   TEXT UNIQUE NOT NULL,
@@ -113,6 +125,17 @@ const INSERT_KEYWORD: &str = "INSERT INTO photo_keywords (keyword, photo_seq, ph
      VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 const INSERT_EVENT: &str = "INSERT INTO events (id, type, photo_id, at_ms, body) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+const UPSERT_EMBEDDING: &str = "INSERT INTO photo_embeddings \
+     (photo_seq, model, version, dims, vector, updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (photo_seq, model) DO UPDATE SET version = EXCLUDED.version, \
+     dims = EXCLUDED.dims, vector = EXCLUDED.vector, updated_ms = EXCLUDED.updated_ms";
+/// An analysed photo without an embedding of model $1 at version $2.
+macro_rules! missing_embedding {
+    () => {
+        "p.analysis IS NOT NULL AND NOT EXISTS (SELECT 1 FROM photo_embeddings e \
+         WHERE e.photo_seq = p.seq AND e.model = $1 AND e.version = $2)"
+    };
+}
 /// A job dead-lettered again replaces its entry and moves to the end of the
 /// list (`seq = DEFAULT` draws a new one), in one statement so two workers
 /// recording the same job at once cannot collide on the unique job id.
@@ -469,6 +492,9 @@ impl PgStore {
                     .map_err(pg_error)?;
             }
         }
+        if let Some(embedding) = &t.embedding {
+            upsert_embedding(statements, &tx, record.seq, embedding, t.at_ms).await?;
+        }
         append_in(statements, &tx, &t.events).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(Some(record))
@@ -523,6 +549,99 @@ impl PgStore {
         rows.iter()
             .map(|r| r.try_get::<_, String>(0).map_err(pg_error))
             .collect()
+    }
+
+    pub async fn get_embedding(
+        &self,
+        id: &str,
+        model: Option<&str>,
+    ) -> StoreResult<Option<StoredEmbedding>> {
+        const SQL: &str = "SELECT e.model, e.version, e.vector FROM photo_embeddings e \
+             JOIN photos p ON p.seq = e.photo_seq \
+             WHERE p.id = $1 AND ($2::TEXT IS NULL OR e.model = $2) \
+             ORDER BY e.updated_ms DESC, e.model LIMIT 1";
+        let mut lease = self.acquire().await?;
+        let Conn { client, statements } = lease.conn();
+        let s = statement(statements, client, SQL).await?;
+        let row = client
+            .query_opt(&s, &[&id, &model])
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = row.try_get(2).map_err(pg_error)?;
+        stored_embedding(
+            id,
+            row.try_get(0).map_err(pg_error)?,
+            row.try_get(1).map_err(pg_error)?,
+            &bytes,
+        )
+        .map(Some)
+    }
+
+    pub async fn put_embedding(
+        &self,
+        id: &str,
+        embedding: &StoredEmbedding,
+        at_ms: i64,
+        events: &[Event],
+    ) -> StoreResult<bool> {
+        const SEQ: &str = "SELECT seq FROM photos WHERE id = $1";
+        let mut lease = self.acquire().await?;
+        let Conn { client, statements } = lease.conn();
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let s = statement(statements, &tx, SEQ).await?;
+        let Some(row) = tx.query_opt(&s, &[&id]).await.map_err(pg_error)? else {
+            return Ok(false);
+        };
+        let seq: i64 = row.try_get(0).map_err(pg_error)?;
+        upsert_embedding(statements, &tx, seq, embedding, at_ms).await?;
+        append_in(statements, &tx, events).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+
+    pub async fn missing_embeddings(
+        &self,
+        model: &str,
+        version: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        const SQL: &str = concat!(
+            "SELECT p.seq, p.id FROM photos p WHERE p.seq > $3 AND ",
+            missing_embedding!(),
+            " ORDER BY p.seq LIMIT $4"
+        );
+        let mut lease = self.acquire().await?;
+        let Conn { client, statements } = lease.conn();
+        let s = statement(statements, client, SQL).await?;
+        let rows = client
+            .query(&s, &[&model, &version, &after, &sql_limit(limit)])
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(pg_error)?,
+                    r.try_get(1).map_err(pg_error)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn count_missing_embeddings(&self, model: &str, version: &str) -> StoreResult<u64> {
+        const SQL: &str = concat!("SELECT count(*) FROM photos p WHERE ", missing_embedding!());
+        let mut lease = self.acquire().await?;
+        let Conn { client, statements } = lease.conn();
+        let s = statement(statements, client, SQL).await?;
+        let row = client
+            .query_one(&s, &[&model, &version])
+            .await
+            .map_err(pg_error)?;
+        let n: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(n.max(0) as u64)
     }
 
     pub async fn append_events(&self, events: &[Event]) -> StoreResult<()> {
@@ -638,6 +757,32 @@ impl PgStore {
         client.execute(&s, &[&seqs]).await.map_err(pg_error)?;
         Ok(())
     }
+}
+
+/// Adds or replaces a photo's embedding of `embedding.model`.
+async fn upsert_embedding<C: GenericClient + Sync>(
+    statements: &mut HashMap<&'static str, Statement>,
+    tx: &C,
+    seq: i64,
+    embedding: &StoredEmbedding,
+    at_ms: i64,
+) -> StoreResult<()> {
+    let upsert = statement(statements, tx, UPSERT_EMBEDDING).await?;
+    let dims = i32::try_from(embedding.vector.dims()).unwrap_or(i32::MAX);
+    tx.execute(
+        &upsert,
+        &[
+            &seq,
+            &embedding.model,
+            &embedding.version,
+            &dims,
+            &embedding.vector.to_le_bytes(),
+            &at_ms,
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
 }
 
 /// Appends events inside a transaction; an id already there is skipped.

@@ -23,7 +23,8 @@
 //! analysis, ...): the record types evolve with serde defaults, and nothing
 //! queries inside them. What is queried has its own column or table: the
 //! status and upload order (`photos(status, seq)`), and the search keywords
-//! (`photo_keywords`).
+//! (`photo_keywords`). Embeddings are float32 bytes in a table of their
+//! own (`photo_embeddings`), so listing photos never reads them.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +34,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::stored_embedding;
 use super::{StoreError, StoreResult};
+use crate::analysis::StoredEmbedding;
 use crate::event::{Event, LoggedEvent};
 use crate::job::{DeadJob, Job};
 use crate::photo::{NewPhoto, PhotoRecord, StageEntry, Status, Transition};
@@ -71,6 +74,18 @@ CREATE TABLE IF NOT EXISTS photo_keywords (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS photo_keywords_photo ON photo_keywords (photo_seq);
 
+-- One embedding per photo and model, float32 little-endian; written with
+-- the analysis (same transaction) or by `darkroom embeddings backfill`.
+CREATE TABLE IF NOT EXISTS photo_embeddings (
+    photo_seq  INTEGER NOT NULL REFERENCES photos (seq) ON DELETE CASCADE,
+    model      TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    dims       INTEGER NOT NULL,
+    vector     BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (photo_seq, model)
+);
+
 CREATE TABLE IF NOT EXISTS dead_jobs (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id   TEXT NOT NULL UNIQUE,
@@ -89,6 +104,10 @@ CREATE TABLE IF NOT EXISTS events (
     body     TEXT NOT NULL
 );
 ";
+
+/// An analysed photo without an embedding of model ?1 at version ?2.
+const MISSING: &str = "p.analysis IS NOT NULL AND NOT EXISTS (SELECT 1 FROM photo_embeddings e \
+                       WHERE e.photo_seq = p.seq AND e.model = ?1 AND e.version = ?2)";
 
 const PHOTO_COLUMNS: &str = "seq, id, status, history, submission, original, analysis, review, \
                              human_review, keywords, error, created_ms, updated_ms";
@@ -338,6 +357,9 @@ impl SqliteStore {
                 // Cannot happen under the write lock; if it did, write nothing.
                 return Ok(None);
             }
+            if let Some(embedding) = &t.embedding {
+                upsert_embedding(&tx, record.seq, embedding, t.at_ms)?;
+            }
             insert_events(&tx, &t.events)?;
             tx.commit().map_err(db_err)?;
             Ok(Some(record))
@@ -411,6 +433,105 @@ impl SqliteStore {
                 .collect::<Result<Vec<String>, _>>()
                 .map_err(db_err)?;
             Ok(ids)
+        })
+        .await
+    }
+
+    pub async fn get_embedding(
+        &self,
+        id: &str,
+        model: Option<&str>,
+    ) -> StoreResult<Option<StoredEmbedding>> {
+        let (id, model) = (id.to_string(), model.map(String::from));
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT e.model, e.version, e.vector FROM photo_embeddings e \
+                     JOIN photos p ON p.seq = e.photo_seq \
+                     WHERE p.id = ?1 AND (?2 IS NULL OR e.model = ?2) \
+                     ORDER BY e.updated_ms DESC, e.model LIMIT 1",
+                )
+                .map_err(db_err)?
+                .query_row(params![id, model], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .optional()
+                .map_err(db_err)?;
+            row.map(|(model, version, bytes)| stored_embedding(&id, model, version, &bytes))
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn put_embedding(
+        &self,
+        id: &str,
+        embedding: &StoredEmbedding,
+        at_ms: i64,
+        events: &[Event],
+    ) -> StoreResult<bool> {
+        let (id, embedding, events) = (id.to_string(), embedding.clone(), events.to_vec());
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let seq: Option<i64> = tx
+                .prepare_cached("SELECT seq FROM photos WHERE id = ?1")
+                .map_err(db_err)?
+                .query_row(params![id], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            let Some(seq) = seq else {
+                return Ok(false);
+            };
+            upsert_embedding(&tx, seq, &embedding, at_ms)?;
+            insert_events(&tx, &events)?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn missing_embeddings(
+        &self,
+        model: &str,
+        version: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        let (model, version, limit) = (model.to_string(), version.to_string(), sql_limit(limit));
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT p.seq, p.id FROM photos p WHERE p.seq > ?3 AND {MISSING} \
+                     ORDER BY p.seq LIMIT ?4"
+                ))
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![model, version, after, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn count_missing_embeddings(&self, model: &str, version: &str) -> StoreResult<u64> {
+        let (model, version) = (model.to_string(), version.to_string());
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(&format!("SELECT COUNT(*) FROM photos p WHERE {MISSING}"))
+                .map_err(db_err)?
+                .query_row(params![model, version], |r| r.get(0))
+                .map_err(db_err)?;
+            Ok(n as u64)
         })
         .await
     }
@@ -675,6 +796,32 @@ fn insert_events(conn: &Connection, events: &[Event]) -> StoreResult<()> {
         ])
         .map_err(db_err)?;
     }
+    Ok(())
+}
+
+/// Adds or replaces a photo's embedding of `embedding.model`.
+fn upsert_embedding(
+    conn: &Connection,
+    seq: i64,
+    embedding: &StoredEmbedding,
+    at_ms: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO photo_embeddings (photo_seq, model, version, dims, vector, updated_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (photo_seq, model) DO UPDATE SET \
+         version = excluded.version, dims = excluded.dims, vector = excluded.vector, \
+         updated_ms = excluded.updated_ms",
+    )
+    .map_err(db_err)?
+    .execute(params![
+        seq,
+        embedding.model,
+        embedding.version,
+        embedding.vector.dims() as i64,
+        embedding.vector.to_le_bytes(),
+        at_ms,
+    ])
+    .map_err(db_err)?;
     Ok(())
 }
 

@@ -150,7 +150,10 @@ async fn analyze_inner(
         let (engine, opts) = (engine.clone(), opts.clone());
         tasks.spawn(async move {
             let outcome = match bytes {
-                Ok(bytes) => engine.analyze(id.clone(), bytes, &opts).await,
+                Ok(bytes) => engine
+                    .analyze(id.clone(), bytes, &opts)
+                    .await
+                    .map_err(ImageError::from),
                 Err(e) => Err(e),
             };
             (index, id, outcome)

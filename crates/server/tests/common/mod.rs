@@ -47,7 +47,10 @@ impl Server {
         let _ = std::fs::remove_dir_all(&dir);
         let mut config = ServerConfig {
             home: home().root,
-            cpu_workers: 2,
+            engine: server::config::EngineConfig {
+                cpu_workers: 2,
+                ..Default::default()
+            },
             storage: storage::StorageConfig::Local {
                 path: dir.join("blobs"),
             },

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::StoredEmbedding;
 use crate::job::JobKind;
 use crate::photo::{Original, Status, Submission};
 use crate::rules::{Decision, Reason};
@@ -56,6 +57,14 @@ pub enum EventKind {
         #[serde(default)]
         rejected: Vec<String>,
     },
+    /// The photo's embedding was stored (by the analysis stage, or by
+    /// `darkroom embeddings backfill`): vector search can take it up.
+    #[serde(rename = "photo.embedded", rename_all = "camelCase")]
+    PhotoEmbedded {
+        model: String,
+        version: String,
+        dims: usize,
+    },
     #[serde(rename = "photo.indexed", rename_all = "camelCase")]
     PhotoIndexed { keywords: Vec<String> },
     #[serde(rename = "photo.published")]
@@ -103,6 +112,7 @@ impl EventKind {
             EventKind::PhotoUploaded { .. } => "photo.uploaded",
             EventKind::PhotoAnalyzed { .. } => "photo.analyzed",
             EventKind::PhotoReviewed { .. } => "photo.reviewed",
+            EventKind::PhotoEmbedded { .. } => "photo.embedded",
             EventKind::PhotoIndexed { .. } => "photo.indexed",
             EventKind::PhotoPublished {} => "photo.published",
             EventKind::PhotoNeedsReview { .. } => "photo.needs_review",
@@ -122,6 +132,28 @@ impl Event {
     pub fn for_step(photo_id: &str, step: usize, at_ms: i64, kind: EventKind) -> Event {
         Event {
             id: format!("{photo_id}:{step}:{}", kind.name()),
+            at_ms,
+            photo_id: photo_id.to_string(),
+            kind,
+        }
+    }
+
+    /// `photo.embedded` for `embedding`: the id names the photo, model and
+    /// version, so storing the same embedding again (a retried stage, a
+    /// second backfill) is one event.
+    pub fn embedded(photo_id: &str, embedding: &StoredEmbedding, at_ms: i64) -> Event {
+        let kind = EventKind::PhotoEmbedded {
+            model: embedding.model.clone(),
+            version: embedding.version.clone(),
+            dims: embedding.vector.dims(),
+        };
+        Event {
+            id: format!(
+                "{photo_id}:{}@{}:{}",
+                embedding.model,
+                embedding.version,
+                kind.name()
+            ),
             at_ms,
             photo_id: photo_id.to_string(),
             kind,

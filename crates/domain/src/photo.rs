@@ -9,7 +9,7 @@
 //! any stage ─(job dead-lettered)─► failed ─(retried)─► the stage it failed in
 //! ```
 
-use models::analysis::PhotoAnalysis;
+use crate::analysis::{PhotoAnalysis, StoredEmbedding};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::{Decision, Review, Uploader};
@@ -186,6 +186,8 @@ pub struct Transition {
     pub by: String,
     pub at_ms: i64,
     pub analysis: Option<PhotoAnalysis>,
+    /// Kept beside the analysis (replacing this model's earlier one).
+    pub embedding: Option<StoredEmbedding>,
     pub review: Option<Review>,
     pub human_review: Option<HumanReview>,
     /// Replaces the photo's indexed keywords (the search index rows too).
@@ -205,6 +207,7 @@ impl Transition {
             by: by.to_string(),
             at_ms,
             analysis: None,
+            embedding: None,
             review: None,
             human_review: None,
             keywords: None,

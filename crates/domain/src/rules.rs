@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use models::analysis::PhotoAnalysis;
+use crate::analysis::PhotoAnalysis;
 use serde::{Deserialize, Serialize};
 
 /// The `[review]` section of the config file.
@@ -181,7 +181,7 @@ impl ReviewRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use models::analysis::Face;
+    use crate::analysis::Face;
 
     fn analysis(concepts: &[(&str, f32)], quality: Option<f32>, faces: usize) -> PhotoAnalysis {
         PhotoAnalysis {

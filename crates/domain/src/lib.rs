@@ -1,0 +1,28 @@
+//! Darkroom's domain types, with no runtime and no I/O: what a photo is and
+//! goes through, and what is said about it. The pipeline, the engine, the
+//! event lake and the reports all speak these types; none of them needs a
+//! model runtime or a database to use them.
+//!
+//! - [`analysis`]: one photo's analysis (the API's JSON shape) and its
+//!   embedding.
+//! - [`photo`]: statuses, history, submissions, the compare-and-set
+//!   [`photo::Transition`].
+//! - [`rules`]: the review rules, pure and deterministic.
+//! - [`event`]: the typed events every change emits.
+//! - [`job`]: jobs, the retry policy and dead letters.
+//! - [`stage`]: the [`stage::Analyze`] seam between the pipeline and the
+//!   model runtime.
+
+pub mod analysis;
+pub mod event;
+pub mod job;
+pub mod photo;
+pub mod rules;
+pub mod stage;
+
+pub use analysis::{Caption, Embedding, Face, PhotoAnalysis, StoredEmbedding};
+pub use event::{Event, EventKind, LoggedEvent};
+pub use job::{DeadJob, Job, JobKind, RetryPolicy};
+pub use photo::{NewPhoto, PhotoRecord, Status, Transition};
+pub use rules::{Decision, Reason, Review, ReviewRules, RulesError, Uploader};
+pub use stage::{Analyze, Analyzed, StageError};
