@@ -14,6 +14,7 @@ pub mod heads;
 pub mod home;
 pub mod onnx_runtime;
 pub mod repository;
+pub mod testing;
 
 pub use domain::analysis;
 
