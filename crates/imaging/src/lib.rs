@@ -12,6 +12,7 @@
 //! - [`thumbnail`] renders thumbnails ([`ThumbnailSpec`]) and model inputs as
 //!   images, through the same decode.
 
+mod complete;
 mod decode;
 mod error;
 mod orient;
@@ -20,6 +21,7 @@ mod probe;
 mod resize;
 pub mod thumbnail;
 
+pub use complete::check_complete;
 pub use decode::{decode, decode_to_fit, DecodeRequest, Decoded};
 pub use error::ImagingError;
 pub use orient::apply_orientation;

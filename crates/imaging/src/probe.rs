@@ -132,7 +132,7 @@ pub(crate) fn inspect(
 }
 
 /// Identifies the format from magic bytes; names common others in the error.
-fn sniff(bytes: &[u8]) -> Result<Format, ImagingError> {
+pub(crate) fn sniff(bytes: &[u8]) -> Result<Format, ImagingError> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return Ok(Format::Jpeg);
     }

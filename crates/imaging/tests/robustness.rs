@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use imaging::{decode, probe, DecodeRequest, ImagingError, Limits};
+use imaging::{check_complete, decode, probe, DecodeRequest, ImagingError, Limits};
 
 /// A photo from `darkroom models fetch`, by its path in the Darkroom home.
 fn home_file(rel: &str) -> Vec<u8> {
@@ -210,4 +210,44 @@ fn no_panic_on_corrupted_real_files() {
             assert_no_panic_and_typed(&format!("{name} round {round}"), &bytes);
         }
     }
+}
+
+/// Every real photo the tests have (camera JPEGs with EXIF thumbnails,
+/// progressive JPEGs, scikit-image PNGs, the synthetic fixtures) is whole,
+/// and each cut short is not: the upload check refuses only what is broken.
+#[test]
+fn every_real_photo_is_whole_and_every_prefix_is_not() {
+    let home = common::home();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/inputs");
+    let mut checked = 0;
+    for dir in [home.join("samples"), home.join("photos/camera"), fixtures] {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+                matches!(
+                    ext.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "webp"
+                )
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            let bytes = std::fs::read(&path).unwrap();
+            if decode(&bytes, &DecodeRequest::default()).is_err() {
+                continue; // a fixture that is meant to fail
+            }
+            check_complete(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let cut = &bytes[..bytes.len() * 2 / 3];
+            assert_eq!(
+                check_complete(cut).map_err(|e| e.code()),
+                Err("truncated_image"),
+                "{} cut at two thirds",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} photos checked");
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::callback::CallbackConfig;
 use crate::job::RetryPolicy;
 
 /// `[pipeline]`
@@ -26,6 +27,8 @@ pub struct PipelineConfig {
     /// Callbacks: per-attempt timeout and their own retry policy.
     pub callback_timeout_s: u64,
     pub callback_retry: RetryPolicy,
+    /// Where callbacks may go (`[pipeline.callbacks]`).
+    pub callbacks: CallbackConfig,
     /// Seconds a draining worker (SIGTERM) waits for its jobs before it
     /// hands the rest back to the queue.
     pub drain_s: u64,
@@ -44,6 +47,7 @@ impl Default for PipelineConfig {
                 base_ms: 1_000,
                 max_ms: 300_000,
             },
+            callbacks: CallbackConfig::default(),
             drain_s: 20,
         }
     }

@@ -12,7 +12,10 @@
 //! - [`service`]: [`Pipeline`], the handles the API and the workers share,
 //!   and the API's operations (upload, list, review decisions, retries).
 //! - [`worker`]: pulls jobs, runs the stages, delivers callbacks.
+//! - [`callback`]: callback URLs checked at upload and at delivery, so
+//!   they never reach private networks.
 
+pub mod callback;
 pub mod config;
 pub mod queue;
 pub mod service;
@@ -24,6 +27,7 @@ pub mod worker;
 // pipeline's databases; re-exported here under their old paths.
 pub use domain::{analysis, event, job, photo, rules};
 
+pub use callback::CallbackConfig;
 pub use config::{MetadataConfig, PipelineConfig, QueueConfig};
 pub use domain::stage::{Analyze, Analyzed, StageError};
 pub use event::{Event, EventKind, LoggedEvent};

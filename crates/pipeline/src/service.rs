@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use storage::BlobStore;
 
+use crate::analysis::StoredEmbedding;
 use crate::config::{MetadataConfig, PipelineConfig, QueueConfig};
 use crate::event::{Event, EventKind};
 use crate::job::{DeadJob, Job, JobKind};
@@ -21,22 +22,6 @@ use crate::store::{MetaStore, StoreError};
 /// Where an original lives in the blob store.
 pub fn original_key(id: &str) -> String {
     format!("originals/{}/{id}", &id[..2.min(id.len())])
-}
-
-/// Checks a callback URL at upload: an absolute `http` or `https` URL with
-/// a host, at most 2,048 characters. Returns it as given.
-pub fn check_callback_url(url: &str) -> Result<String, String> {
-    if url.len() > 2048 {
-        return Err("longer than 2048 characters".into());
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not an absolute URL ({e})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("scheme {:?}: use http or https", parsed.scheme()));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("no host".into());
-    }
-    Ok(url.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +245,16 @@ impl Pipeline {
             .ok_or_else(|| PipelineError::PhotoNotFound { id: id.to_string() })
     }
 
+    /// The photo's stored embedding of `model` (of any model, the latest,
+    /// when `None`); `None` when it has none yet.
+    pub async fn embedding(
+        &self,
+        id: &str,
+        model: Option<&str>,
+    ) -> PipelineResult<Option<StoredEmbedding>> {
+        Ok(self.store.get_embedding(id, model).await?)
+    }
+
     /// A page of photos in upload order, and the cursor for the next page
     /// (`None` on the last).
     pub async fn list(
@@ -406,23 +401,6 @@ fn paginate<T>(mut page: Vec<T>, limit: usize, seq: impl Fn(&T) -> i64) -> (Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn callback_urls_must_be_absolute_http_with_a_host() {
-        assert!(check_callback_url("https://example.com/hook?x=1").is_ok());
-        assert!(check_callback_url("http://127.0.0.1:9000/cb").is_ok());
-        for bad in [
-            "",
-            "/relative",
-            "ftp://example.com/x",
-            "mailto:a@b.c",
-            "http://",
-            "not a url",
-        ] {
-            assert!(check_callback_url(bad).is_err(), "{bad:?} passed");
-        }
-        assert!(check_callback_url(&format!("https://e.com/{}", "a".repeat(3000))).is_err());
-    }
 
     #[test]
     fn review_decisions_are_checked() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use domain::stage::{Analyze, Analyzed, StageError};
 use tokio::sync::{watch, Semaphore};
 
+use crate::callback::Deliverer;
 use crate::event::{Event, EventKind};
 use crate::job::{DeadJob, Job, JobKind, RetryPolicy};
 use crate::photo::{now_ms, PhotoRecord, Status, Transition};
@@ -49,18 +50,17 @@ pub struct Worker<A: Analyze, O: WorkerObserver = ()> {
     pipeline: Arc<Pipeline>,
     analyzer: Arc<A>,
     observer: Arc<O>,
-    http: reqwest::Client,
+    callbacks: Deliverer,
     /// `worker:<host>:<pid>`, recorded in the photos' histories.
     name: String,
 }
 
 impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
     pub fn new(pipeline: Arc<Pipeline>, analyzer: Arc<A>, observer: Arc<O>) -> Worker<A, O> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(pipeline.config.callback_timeout_s))
-            .user_agent(concat!("darkroom/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the callback HTTP client builds");
+        let callbacks = Deliverer::new(
+            Duration::from_secs(pipeline.config.callback_timeout_s),
+            pipeline.config.callbacks.clone(),
+        );
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
@@ -68,7 +68,7 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
             pipeline,
             analyzer,
             observer,
-            http,
+            callbacks,
             name: format!("worker:{host}:{}", std::process::id()),
         }
     }
@@ -445,20 +445,10 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
             return Ok(());
         };
         let body = serde_json::to_vec(&record).map_err(|e| StageError::Permanent(e.to_string()))?;
-        let response = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("x-darkroom-event", format!("photo.{status}"))
-            .header("x-darkroom-delivery", &job.id)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| StageError::Transient(format!("POST {url}: {e}")))?;
-        let code = response.status();
-        if !code.is_success() {
-            return Err(StageError::Transient(format!("POST {url}: HTTP {code}")));
-        }
+        let http_status = self
+            .callbacks
+            .post(&url, &format!("photo.{status}"), &job.id, body)
+            .await?;
         let delivered = Event::for_job(
             &job.id,
             attempt,
@@ -467,7 +457,7 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
             EventKind::CallbackDelivered {
                 url,
                 status,
-                http_status: code.as_u16(),
+                http_status,
                 attempt,
             },
         );

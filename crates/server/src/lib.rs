@@ -196,7 +196,7 @@ impl AppState {
         self.inner.engine.get().cloned().ok_or(ApiError::NotReady)
     }
 
-    fn admit_request(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub(crate) fn admit_request(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.inner
             .requests
             .clone()
@@ -253,6 +253,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(api::openapi))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            api::refuse_oversized,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }

@@ -39,6 +39,8 @@ use crate::error::{ErrorBody, ErrorResponse};
         crate::photos::StoredPhoto,
         crate::photos::PhotoUpload,
         crate::review::PhotoPage,
+        crate::review::PhotoView,
+        crate::review::EmbeddingModel,
         crate::review::ReviewItem,
         crate::review::ReviewPage,
         crate::review::ReviewBody,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::UploadFields;
 use crate::error::ApiError;
 use crate::signing::unsigned_target;
 use crate::AppState;
@@ -95,17 +96,62 @@ pub struct UploadQuery {
         (status = 202, description = "stored and queued", body = StoredPhoto),
         (status = 200, description = "already uploaded: nothing changed", body = StoredPhoto),
         (status = 400, description = "invalid_callback_url, invalid_request", body = crate::error::ErrorResponse),
-        (status = 413, description = "image_too_large, too_many_pixels", body = crate::error::ErrorResponse),
+        (status = 413, description = "image_too_large, too_many_pixels, request_too_large", body = crate::error::ErrorResponse),
         (status = 415, description = "unsupported_format, unsupported_media_type", body = crate::error::ErrorResponse),
+        (status = 422, description = "truncated_image (the file ends early), corrupt_image (a broken PNG header chunk, ...)", body = crate::error::ErrorResponse),
+        (status = 429, description = "overloaded, with Retry-After", body = crate::error::ErrorResponse),
         (status = 503, description = "pipeline_backlogged (with Retry-After), metadata_unavailable, queue_unavailable", body = crate::error::ErrorResponse),
     ))]
-pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let query: UploadQuery = Query::try_from_uri(request.uri())
+pub async fn upload(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    match upload_inner(&state, &parts, &mut body).await {
+        Ok(response) => response,
+        Err(e) => {
+            let limit = state.config().limits.max_request_bytes;
+            crate::api::refuse(e, &parts.headers, body, limit).await
+        }
+    }
+}
+
+async fn upload_inner(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: &mut Option<Body>,
+) -> Result<Response, ApiError> {
+    let query: UploadQuery = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .map_err(|e| bad(e.body_text()))?;
     let pipeline = state.pipeline()?;
+    let engine = state.engine()?;
+    // The same admission as /v1/analyze: a request permit bounds the bodies
+    // held in memory, a photo permit the CPU pool's work; either missing is
+    // 429 with Retry-After, at once.
+    let _request_permit = state.admit_request()?;
+    let _photo_permit = engine.admit(1)?;
     let limits = state.config().limits.clone();
-    let (bytes, fields) = crate::api::read_one_image(request, &limits).await?;
+    let request = Request::from_parts(parts.clone(), body.take().expect("the body is read once"));
+    let (body, multipart_fields) = crate::api::read_one_image(request, &limits).await?;
+    // JSON, base64, the header, the whole-file check and the sha256 of up to
+    // max_image_bytes are CPU work: on the pool, never on the runtime.
+    let image_limits = limits.imaging();
+    let max_image_bytes = limits.max_image_bytes;
+    let (bytes, json_fields, header, id) = engine
+        .on_pool(move || -> Result<_, ApiError> {
+            let (bytes, fields) = body.decode(max_image_bytes)?;
+            let header =
+                imaging::probe(&bytes, &image_limits).map_err(|e| ApiError::Image(e.into()))?;
+            imaging::check_complete(&bytes).map_err(|e| ApiError::Image(e.into()))?;
+            let id = hex::encode(Sha256::digest(&bytes));
+            Ok((bytes, fields, header, id))
+        })
+        .await??;
+    // Body fields (multipart or JSON) win over query parameters.
+    let fields = if json_fields == UploadFields::default() {
+        multipart_fields
+    } else {
+        json_fields
+    };
     let release_on_file = match fields.release_on_file {
         Some(b) => b,
         None => match &query.release_on_file {
@@ -117,7 +163,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<R
         .callback_url
         .or(query.callback_url)
         .map(|url| {
-            pipeline::service::check_callback_url(&url)
+            pipeline::callback::check_callback_url(&url, &state.config().pipeline.callbacks)
                 .map_err(|reason| ApiError::InvalidCallbackUrl { url, reason })
         })
         .transpose()?;
@@ -128,9 +174,6 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<R
         },
         callback_url,
     };
-    let header =
-        imaging::probe(&bytes, &limits.imaging()).map_err(|e| ApiError::Image(e.into()))?;
-    let id = hex::encode(Sha256::digest(&bytes));
     let original = pipeline::photo::Original {
         bytes: bytes.len() as u64,
         format: format!("{:?}", header.format).to_ascii_lowercase(),

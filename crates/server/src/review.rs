@@ -63,20 +63,96 @@ fn parse_status(status: Option<&str>) -> Result<Option<Status>, ApiError> {
         .transpose()
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PhotoQuery {
+    /// Comma-separated extras: `embedding` adds `analysis.embedding` (base64
+    /// of float32, exactly as `POST /v1/analyze` gives it) and `embeddingModel`.
+    pub include: Option<String>,
+}
+
+/// Which model made a stored embedding.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingModel {
+    pub name: String,
+    /// A short hash of the model's weights: embeddings of different
+    /// versions are not comparable.
+    pub version: String,
+    pub dims: usize,
+}
+
+/// A photo's record, with the extras that were asked for.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhotoView {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub record: PhotoRecord,
+    /// With `include=embedding`: the model of `analysis.embedding`, or
+    /// null when the photo has no embedding yet (not analysed, or analysed
+    /// before embeddings were kept: `darkroom embeddings backfill`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<Option<EmbeddingModel>>,
+}
+
 /// Everything known about one photo: status, stage history, the analysis,
-/// the rules' review and a reviewer's decision, and the indexed keywords.
+/// the rules' review and a reviewer's decision, and the indexed keywords;
+/// with `include=embedding`, its stored embedding.
 #[utoipa::path(get, path = "/v1/photos/{id}",
-    params(("id" = String, Path, description = "the photo's id (sha256)")),
+    params(("id" = String, Path, description = "the photo's id (sha256)"), PhotoQuery),
     responses(
-        (status = 200, description = "the photo's record", body = Object),
+        (status = 200, description = "the photo's record", body = PhotoView),
+        (status = 400, description = "invalid_request (an unknown include)", body = crate::error::ErrorResponse),
         (status = 404, description = "photo_not_found", body = crate::error::ErrorResponse),
     ))]
 pub async fn get_photo(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<PhotoRecord>, ApiError> {
+    query: Result<Query<PhotoQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PhotoView>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let mut embedding = false;
+    for extra in query.include.iter().flat_map(|i| i.split(',')) {
+        match extra.trim() {
+            "embedding" => embedding = true,
+            "" => {}
+            other => {
+                return Err(ApiError::InvalidRequest {
+                    reason: format!("unknown include `{other}`; known: embedding"),
+                })
+            }
+        }
+    }
     check_id(&id)?;
-    Ok(Json(state.pipeline()?.get(&id).await?))
+    let pipeline = state.pipeline()?;
+    let mut record = pipeline.get(&id).await?;
+    let mut embedding_model = None;
+    if embedding {
+        // The loaded model's embedding when the models are up; any
+        // stored one before.
+        let engine = state.engine().ok();
+        let model = engine
+            .as_ref()
+            .and_then(|e| e.embedding_model())
+            .map(|(m, _)| m);
+        let stored = pipeline.embedding(&id, model).await?;
+        embedding_model = Some(stored.map(|e| {
+            let model = EmbeddingModel {
+                name: e.model,
+                version: e.version,
+                dims: e.vector.dims(),
+            };
+            if let Some(analysis) = record.analysis.as_mut() {
+                analysis.embedding = Some(e.vector);
+            }
+            model
+        }));
+    }
+    Ok(Json(PhotoView {
+        record,
+        embedding_model,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -221,6 +221,11 @@ async fn suite(server: Server) {
         .collect();
     assert!(keywords.contains(&"espresso"), "{photo}");
     assert!(photo["analysis"]["concepts"].as_array().unwrap().len() > 1);
+    assert!(
+        photo["analysis"].get("embedding").is_none() && photo.get("embeddingModel").is_none(),
+        "the embedding only when asked: {photo}"
+    );
+    the_stored_embedding_is_the_analyze_embedding(&server, &coffee_id, &coffee).await;
 
     // --- a face without a release goes to a person ---
     let astronaut = sample("astronaut.png");
@@ -351,11 +356,17 @@ async fn suite(server: Server) {
     want.sort();
     assert_eq!(seen, want);
 
-    // --- an undecodable photo is dead-lettered, listed, and retried ---
-    let mut truncated = camera("Storm.jpg");
-    truncated.truncate(truncated.len() / 2);
-    let (status, body) = upload(&server, &truncated, "").await;
-    assert_eq!(status, 202, "the header is fine: {body}");
+    // --- a photo cut short is refused at once, and leaves nothing behind ---
+    let storm = camera("Storm.jpg");
+    let (status, body) = upload(&server, &storm[..storm.len() / 2], "").await;
+    assert_eq!((status, code(&body)), (422, "truncated_image"), "{body}");
+
+    // --- a photo whole on the outside but damaged inside is accepted, then
+    // dead-lettered, listed, and retried ---
+    let mut damaged = storm[..storm.len() / 2].to_vec();
+    damaged.extend_from_slice(&[0xFF, 0xD9]);
+    let (status, body) = upload(&server, &damaged, "").await;
+    assert_eq!(status, 202, "the structure is whole: {body}");
     let broken_id = body["id"].as_str().unwrap().to_string();
     let photo = outcome(&server, &broken_id).await;
     assert_eq!(photo["status"], "failed", "{photo}");
@@ -436,6 +447,43 @@ async fn suite(server: Server) {
     server.stop().await;
 }
 
+/// The worker kept the photo's embedding: `GET /v1/photos/{id}?include=embedding`
+/// gives exactly what `POST /v1/analyze?include=embedding` gives for the
+/// same bytes (same decode mode), with the model that made it.
+async fn the_stored_embedding_is_the_analyze_embedding(server: &Server, id: &str, photo: &[u8]) {
+    let (status, stored) = get_json(server, &format!("/v1/photos/{id}?include=embedding")).await;
+    assert_eq!(status, 200, "{stored}");
+    let model = &stored["embeddingModel"];
+    assert_eq!(model["name"], "efficientnet-lite0", "{stored}");
+    assert_eq!(model["dims"], 1280);
+    assert_eq!(model["version"].as_str().unwrap().len(), 12, "{model}");
+    let (status, analyzed, _) = server
+        .post_to("/v1/analyze?include=embedding", "image/png", photo.to_vec())
+        .await;
+    assert_eq!(status, 200, "{analyzed}");
+    let fresh = analyzed["results"][0]["embedding"].as_str().unwrap();
+    assert_eq!(
+        stored["analysis"]["embedding"].as_str(),
+        Some(fresh),
+        "stored and freshly computed embeddings differ"
+    );
+    let (status, body) = get_json(server, &format!("/v1/photos/{id}?include=thumbnails")).await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+}
+
+/// Polls the dead-letter list until it holds a job; the oldest.
+async fn first_dead_job(server: &Server) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, dead) = get_json(server, "/v1/jobs/dead").await;
+        if let Some(job) = dead["jobs"].as_array().and_then(|j| j.first()).cloned() {
+            return job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no dead job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls the photo until it is at an outcome and `done` holds.
 async fn wait_for_status(server: &Server, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
@@ -470,7 +518,10 @@ async fn wait_for_events(pipeline: &pipeline::Pipeline, n: usize) -> Vec<pipelin
     }
 }
 
+/// Retries in milliseconds, and callbacks allowed to reach the test's
+/// receiver on loopback (refused by default: see the private-callback test).
 fn fast_retries(config: &mut server::ServerConfig) {
+    config.pipeline.callbacks.allow_private = true;
     config.pipeline.callback_retry.base_ms = 50;
     config.pipeline.callback_retry.max_ms = 200;
     config.pipeline.retry.base_ms = 50;
@@ -531,15 +582,7 @@ async fn a_callback_that_keeps_failing_is_dead_lettered_after_its_retries() {
     let (status, body) = upload(&server, &sample("rocket.jpg"), &hook).await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    let dead = loop {
-        let (_, dead) = get_json(&server, "/v1/jobs/dead").await;
-        if let Some(job) = dead["jobs"].as_array().and_then(|j| j.first()).cloned() {
-            break job;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no dead job");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = first_dead_job(&server).await;
     assert_eq!(dead["kind"], "callback", "{dead}");
     assert_eq!(dead["status"], "published");
     assert_eq!(dead["photoId"], json!(id));
@@ -584,4 +627,168 @@ async fn a_callback_that_keeps_failing_is_dead_lettered_after_its_retries() {
         "a retried job leaves the list: {listed}"
     );
     server.stop().await;
+}
+
+/// Callbacks must not reach the cloud's metadata service, loopback or
+/// private networks: refused at upload (400), and refused at delivery for
+/// a record that carries one anyway (dead-lettered at once, not retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_callback_url_is_refused_at_upload_and_at_delivery() {
+    let server = Server::start(|config| config.pipeline.retry.base_ms = 50).await;
+    let coffee = sample("coffee.png");
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:9/hook",
+        "http://10.0.0.7/hook",
+        "http://[::1]/hook",
+        "http://localhost:8080/hook",
+    ] {
+        let (status, body) = upload(&server, &coffee, &format!("?callbackUrl={url}")).await;
+        assert_eq!(
+            (status, code(&body)),
+            (400, "invalid_callback_url"),
+            "{url}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("allow_private"), "{message}");
+    }
+    let (_, page) = get_json(&server, "/v1/photos").await;
+    assert_eq!(page["photos"], json!([]), "nothing was accepted");
+
+    // A record stored with a private callback (before the rule, or under
+    // another config) is checked again when the callback is due.
+    let id = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&coffee))
+    };
+    server
+        .state
+        .blobs()
+        .put_if_absent(&pipeline::original_key(&id), coffee.clone().into())
+        .await
+        .unwrap();
+    let pipeline = server.state.pipeline().unwrap();
+    let submission = pipeline::photo::Submission {
+        callback_url: Some("http://169.254.169.254/latest/meta-data/".into()),
+        ..Default::default()
+    };
+    let original = pipeline::photo::Original {
+        bytes: coffee.len() as u64,
+        format: "png".into(),
+        width: 600,
+        height: 400,
+    };
+    pipeline.submit(&id, original, submission).await.unwrap();
+    let dead = first_dead_job(&server).await;
+    assert_eq!(dead["kind"], "callback", "{dead}");
+    assert_eq!(dead["attempts"], 1, "refused for good, not retried: {dead}");
+    assert!(
+        dead["error"]
+            .as_str()
+            .unwrap()
+            .contains("public addresses only"),
+        "{dead}"
+    );
+    server.stop().await;
+}
+
+/// Regression: a truncated JPEG was accepted (202) and dead-lettered later.
+/// What is cheap to tell is refused at once, and nothing is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_or_broken_upload_is_refused_at_once_with_422() {
+    let server = Server::start(fast_retries).await;
+    let storm = camera("Storm.jpg");
+    let chelsea = sample("chelsea.png");
+    let mut bad_crc = chelsea.clone();
+    bad_crc[19] ^= 1; // the width 451 → 450, under IHDR's CRC
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "a JPEG cut in half",
+            &storm[..storm.len() / 2],
+            "truncated_image",
+        ),
+        (
+            "a JPEG without its last bytes",
+            &storm[..storm.len() - 2],
+            "truncated_image",
+        ),
+        (
+            "a PNG cut short",
+            &chelsea[..chelsea.len() - 100],
+            "truncated_image",
+        ),
+        ("a PNG whose IHDR CRC is wrong", &bad_crc, "corrupt_image"),
+    ];
+    for (what, bytes, expected) in cases {
+        let (status, body) = upload(&server, bytes, "").await;
+        assert_eq!((status, code(&body)), (422, expected), "{what}: {body}");
+        let json = json!({"data": b64(bytes)});
+        let (status, body) = post_json(&server, &format!("{}/v1/photos", server.url), &json).await;
+        assert_eq!(
+            (status, code(&body)),
+            (422, expected),
+            "{what} as JSON: {body}"
+        );
+    }
+    let (_, page) = get_json(&server, "/v1/photos").await;
+    assert_eq!(page["photos"], json!([]), "nothing was kept: {page}");
+    server.stop().await;
+}
+
+/// Regression: `POST /v1/photos` took no admission permit. It takes the
+/// same two as `/v1/analyze` (a request permit, a photo permit) and is
+/// refused with 429 and `Retry-After` when either is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_passes_the_same_admission_as_analyze() {
+    for (what, limit) in [
+        ("requests", "max_concurrent_requests"),
+        ("photos", "max_queued_images"),
+    ] {
+        let server = Server::start(|config| {
+            config.limits.max_images_per_request = 1;
+            match limit {
+                "max_concurrent_requests" => config.limits.max_concurrent_requests = 1,
+                _ => config.limits.max_queued_images = 1,
+            }
+        })
+        .await;
+        // An upload whose body is still on its way holds its permits.
+        let address = server.url.trim_start_matches("http://").to_string();
+        let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        slow.write_all(
+            format!("POST /v1/photos HTTP/1.1\r\nHost: {address}\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        slow.write_all(&[0xFF, 0xD8, 0xFF]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for path in ["/v1/photos", "/v1/analyze"] {
+            let (status, body, headers) = server
+                .post_to(path, "image/png", sample("coffee.png"))
+                .await;
+            assert_eq!(
+                (status, code(&body)),
+                (429, "overloaded"),
+                "{what}: {path}: {body}"
+            );
+            assert!(headers.contains_key("retry-after"), "{what}: {path}");
+        }
+        drop(slow);
+        // The permits come back with the connection.
+        let started = Instant::now();
+        loop {
+            let (status, body) = upload(&server, &sample("coffee.png"), "").await;
+            if status == 202 {
+                break;
+            }
+            assert_eq!(status, 429, "{body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never admitted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.stop().await;
+    }
 }

@@ -514,3 +514,140 @@ async fn a_client_that_goes_away_has_its_remaining_photos_dropped() {
     );
     server.stop().await;
 }
+
+/// Regression: with a JSON body the query parameters were silently ignored
+/// (`?models=nope` answered 200, `?minConfidence=0&topK=30` gave at most 10
+/// concepts). They count for every body form now, and a knob given twice is
+/// refused naming the body field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_honours_the_query_parameters() {
+    let server = Server::start(|_| {}).await;
+    let body = serde_json::to_vec(
+        &json!({"images": [{"id": "cat", "data": b64(&sample("chelsea.png"))}]}),
+    )
+    .unwrap();
+    let post = |query: &'static str, body: Vec<u8>| {
+        let server = &server;
+        async move {
+            let (status, value, _) = server
+                .post_to(&format!("/v1/analyze{query}"), "application/json", body)
+                .await;
+            (status, value)
+        }
+    };
+    let (status, value) = post("?models=nope", body.clone()).await;
+    assert_eq!((status, code(&value)), (400, "unknown_model"), "{value}");
+    let (status, value) = post("?minConfidence=0&topK=30", body.clone()).await;
+    assert_eq!(status, 200, "{value}");
+    let concepts = value["results"][0]["concepts"].as_array().unwrap().len();
+    assert_eq!(concepts, 30, "{value}");
+    let (status, value) = post("?include=embedding", body.clone()).await;
+    assert_eq!(status, 200);
+    assert!(value["results"][0]["embedding"].is_string(), "{value}");
+    let (status, value) = post("?models=brisque", body.clone()).await;
+    assert_eq!(status, 200);
+    assert!(
+        value["results"][0]["concepts"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{value}"
+    );
+    assert!(value["results"][0]["quality"].is_number(), "{value}");
+
+    let twice =
+        serde_json::to_vec(&json!({"images": [{"data": b64(&sample("chelsea.png"))}], "topK": 3}))
+            .unwrap();
+    let (status, value) = post("?topK=30", twice).await;
+    assert_eq!((status, code(&value)), (400, "invalid_request"), "{value}");
+    let message = value["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`topK`") && message.contains("body field"),
+        "{message}"
+    );
+    let (status, value) = post("?id=x", body).await;
+    assert_eq!((status, code(&value)), (400, "invalid_request"), "{value}");
+    server.stop().await;
+}
+
+/// Sends a whole request (headers, then every byte of the body) before
+/// reading anything, as Python's http.client and most SDKs do; the status
+/// and body of the answer, or the error a reset gives such a client.
+fn post_whole_then_read(
+    url: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+/// Regression: an 80 MiB body (over the default 64 MiB limit) got a
+/// connection reset before any answer (a broken pipe for a client that
+/// sends its whole body first). The client must read 413
+/// `request_too_large`, on /v1/analyze and on /v1/photos, and a client
+/// that asks `Expect: 100-continue` gets it without sending the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_80_mib_body_gets_413_request_too_large_not_a_reset() {
+    let server = Server::start(|_| {}).await;
+    let huge = std::sync::Arc::new(vec![0u8; 80 << 20]);
+    for (path, content_type) in [
+        ("/v1/analyze", "image/jpeg"),
+        ("/v1/analyze", "application/json"),
+        ("/v1/analyze", "multipart/form-data; boundary=x"),
+        ("/v1/photos", "image/jpeg"),
+        ("/v1/photos", "application/json"),
+    ] {
+        let (url, huge) = (server.url.clone(), huge.clone());
+        let headers = format!("Content-Type: {content_type}\r\nConnection: close\r\n");
+        let answer =
+            tokio::task::spawn_blocking(move || post_whole_then_read(&url, path, &headers, &huge))
+                .await
+                .unwrap();
+        let (status, body) =
+            answer.unwrap_or_else(|e| panic!("{path} {content_type}: no answer: {e}"));
+        assert_eq!(status, 413, "{path} {content_type}: {body}");
+        assert!(body.contains("request_too_large"), "{body}");
+    }
+    // Expect: 100-continue: refused before the body is sent.
+    let url = server.url.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let address = url.trim_start_matches("http://").to_string();
+        let mut stream = std::net::TcpStream::connect(&address)?;
+        write!(
+            stream,
+            "POST /v1/analyze HTTP/1.1\r\nHost: {address}\r\nContent-Type: image/jpeg\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            80 << 20
+        )?;
+        let mut answer = vec![0u8; 4096];
+        let n = stream.read(&mut answer)?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer[..n]).to_string())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Still serving.
+    let (status, _, _) = server.post("image/png", sample("coffee.png")).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}

@@ -44,8 +44,8 @@ pub struct ImageInput {
     pub data: String,
 }
 
-/// Query parameters, for the multipart and raw-image forms (a JSON body's own
-/// fields take precedence).
+/// Query parameters: the knobs for every body form (a knob given both here
+/// and in the body is refused as ambiguous), and `id` for a raw image.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -82,13 +82,65 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 impl Params {
-    pub(super) fn from_query(q: &AnalyzeQuery) -> Params {
-        Params {
-            models: q.models.as_deref().map(split_list),
-            top_k: q.top_k,
-            min_confidence: q.min_confidence,
-            include: q.include.as_deref().map(split_list).unwrap_or_default(),
+    /// Adds the query's knobs to the body's. A knob in both is refused
+    /// (400) naming the body field to use, never silently dropped; `id`
+    /// only names a raw image (JSON images carry their own `id`, multipart
+    /// files their filename).
+    pub(super) fn with_query(
+        mut self,
+        q: &AnalyzeQuery,
+        kind: BodyKind,
+    ) -> Result<Params, ApiError> {
+        fn take<T>(
+            field: &str,
+            body: &mut Option<T>,
+            query: Option<T>,
+            kind: BodyKind,
+        ) -> Result<(), ApiError> {
+            match (body.is_some(), query) {
+                (true, Some(_)) => Err(ApiError::InvalidRequest {
+                    reason: format!(
+                        "`{field}` is given both as a query parameter and in the {} body: give it once (the body field `{field}`)",
+                        kind.name()
+                    ),
+                }),
+                (false, Some(value)) => {
+                    *body = Some(value);
+                    Ok(())
+                }
+                (_, None) => Ok(()),
+            }
         }
+        if q.id.is_some() && kind != BodyKind::Image {
+            return Err(ApiError::InvalidRequest {
+                reason: match kind {
+                    BodyKind::Json => "`id` names a raw image body's photo: in JSON give each image its own `id`".into(),
+                    _ => "`id` names a raw image body's photo: in multipart each file's filename is its id".into(),
+                },
+            });
+        }
+        take(
+            "models",
+            &mut self.models,
+            q.models.as_deref().map(split_list),
+            kind,
+        )?;
+        take("topK", &mut self.top_k, q.top_k, kind)?;
+        take(
+            "minConfidence",
+            &mut self.min_confidence,
+            q.min_confidence,
+            kind,
+        )?;
+        let mut include = (!self.include.is_empty()).then(|| std::mem::take(&mut self.include));
+        take(
+            "include",
+            &mut include,
+            q.include.as_deref().map(split_list),
+            kind,
+        )?;
+        self.include = include.unwrap_or_default();
+        Ok(self)
     }
 
     pub(super) fn options(&self) -> Result<AnalyzeOptions, ApiError> {
@@ -125,12 +177,19 @@ impl Params {
     }
 }
 
-/// Reads and discards a body, up to `limit` bytes and a few seconds.
+/// How much of a refused request's body is read and thrown away so that a
+/// client that writes its whole body before reading (Python's http.client,
+/// most SDKs) reads the answer instead of a reset: up to this many times
+/// `limits.max_request_bytes`, for at most [`LINGER_TIME`].
+const LINGER_FACTOR: usize = 4;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads and discards a body, up to `limit` bytes and [`LINGER_TIME`].
 pub(super) async fn drain(body: Body, limit: usize) {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut read = 0usize;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
         while let Some(Ok(frame)) = body.frame().await {
             read += frame.data_ref().map_or(0, |d| d.len());
             if read > limit {
@@ -139,6 +198,63 @@ pub(super) async fn drain(body: Body, limit: usize) {
         }
     })
     .await;
+}
+
+/// Answers a refused request. A body still unread is read first (up to
+/// [`LINGER_FACTOR`] × the request limit), unless the client asked
+/// `Expect: 100-continue` and so has not sent it; either way the
+/// connection closes after the answer when the body was not read whole.
+pub(crate) async fn refuse(
+    error: ApiError,
+    headers: &axum::http::HeaderMap,
+    body: Option<Body>,
+    max_request_bytes: usize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(body) = body else {
+        return error.into_response();
+    };
+    let expects_continue = headers
+        .get(axum::http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if !expects_continue {
+        drain(body, max_request_bytes.saturating_mul(LINGER_FACTOR)).await;
+    }
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A request whose `Content-Length` is over the limit, refused before any
+/// handler reads it.
+pub(crate) async fn refuse_oversized(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = state.config().limits.max_request_bytes;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            let (parts, body) = request.into_parts();
+            refuse(
+                ApiError::RequestTooLarge { limit },
+                &parts.headers,
+                Some(body),
+                limit,
+            )
+            .await
+        }
+        _ => next.run(request).await,
+    }
 }
 
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -231,6 +347,16 @@ pub(super) enum BodyKind {
     Image,
 }
 
+impl BodyKind {
+    fn name(self) -> &'static str {
+        match self {
+            BodyKind::Json => "JSON",
+            BodyKind::Multipart => "multipart",
+            BodyKind::Image => "image",
+        }
+    }
+}
+
 /// Classifies a request's body by its media type (parameters ignored).
 pub(super) fn body_kind(headers: &axum::http::HeaderMap) -> Result<BodyKind, ApiError> {
     let content_type = headers
@@ -277,14 +403,13 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) ->
 /// the filename); text parts `models`, `topK`, `minConfidence`, `include`.
 pub(super) async fn read_multipart(
     request: Request,
-    query: &AnalyzeQuery,
     max_image_bytes: usize,
     state: &AppState,
 ) -> Result<(Vec<Received>, Params), ApiError> {
     let limit = state.config().limits.max_request_bytes;
     let multipart_error = |e| multipart_error(e, limit);
     let mut multipart = open_multipart(request).await?;
-    let mut params = Params::from_query(query);
+    let mut params = Params::default();
     let mut received = Vec::new();
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or("").to_string();
@@ -328,37 +453,63 @@ pub(crate) struct UploadFields {
     pub release_on_file: Option<bool>,
 }
 
+/// The photo of an upload as read from the body: its bytes, or a JSON body
+/// still to parse and decode, which is CPU work for the pool.
+pub(crate) enum UploadBody {
+    Bytes(Bytes),
+    Json(Bytes),
+}
+
+impl UploadBody {
+    /// The photo's bytes (at most `limit`) and, for JSON, the body's fields.
+    /// CPU-bound for JSON (parsing, base64): run it on the pool.
+    pub(crate) fn decode(self, limit: usize) -> Result<(Bytes, UploadFields), ApiError> {
+        let body = match self {
+            UploadBody::Bytes(bytes) => return Ok((bytes, UploadFields::default())),
+            UploadBody::Json(body) => body,
+        };
+        let upload: crate::photos::PhotoUpload =
+            serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
+                reason: e.to_string(),
+            })?;
+        let text = upload.data.trim();
+        // Checked before decoding: base64 carries 3 bytes per 4 characters.
+        check_image_size("upload", text.len() / 4 * 3, limit.saturating_add(3))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| ApiError::Image(ImageError::InvalidBase64(e.to_string())))?;
+        check_image_size("upload", bytes.len(), limit)?;
+        let mut fields = UploadFields {
+            callback_url: upload.callback_url,
+            ..UploadFields::default()
+        };
+        if let Some(uploader) = upload.uploader {
+            fields.uploader_id = uploader.id;
+            fields.release_on_file = Some(uploader.release_on_file);
+        }
+        Ok((Bytes::from(bytes), fields))
+    }
+}
+
 /// Reads the one photo of a `POST /v1/photos` and its fields: a raw image
 /// body, a multipart body's first file (text fields `callbackUrl`,
-/// `uploaderId`, `releaseOnFile`), or JSON `{"data": base64, ...}`.
+/// `uploaderId`, `releaseOnFile`), or JSON `{"data": base64, ...}` (whose
+/// fields [`UploadBody::decode`] gives, on the pool).
 pub(crate) async fn read_one_image(
     request: Request,
     limits: &crate::config::LimitsConfig,
-) -> Result<(Bytes, UploadFields), ApiError> {
+) -> Result<(UploadBody, UploadFields), ApiError> {
     let too_large = |bytes: usize| check_image_size("upload", bytes, limits.max_image_bytes);
     let mut fields = UploadFields::default();
     match body_kind(request.headers())? {
         BodyKind::Image => {
             let body = read_body(request.into_body(), limits.max_request_bytes).await?;
             too_large(body.len())?;
-            Ok((body, fields))
+            Ok((UploadBody::Bytes(body), fields))
         }
         BodyKind::Json => {
             let body = read_body(request.into_body(), limits.max_request_bytes).await?;
-            let upload: crate::photos::PhotoUpload =
-                serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
-                    reason: e.to_string(),
-                })?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(upload.data.trim())
-                .map_err(|e| ApiError::Image(ImageError::InvalidBase64(e.to_string())))?;
-            too_large(bytes.len())?;
-            fields.callback_url = upload.callback_url;
-            if let Some(uploader) = upload.uploader {
-                fields.uploader_id = uploader.id;
-                fields.release_on_file = Some(uploader.release_on_file);
-            }
-            Ok((Bytes::from(bytes), fields))
+            Ok((UploadBody::Json(body), fields))
         }
         BodyKind::Multipart => {
             let limit = limits.max_request_bytes;
@@ -370,9 +521,7 @@ pub(crate) async fn read_one_image(
                 .map_err(|e| multipart_error(e, limit))?
             {
                 if field.file_name().is_some() {
-                    let bytes = field.bytes().await.map_err(|e| ApiError::InvalidRequest {
-                        reason: e.body_text(),
-                    })?;
+                    let bytes = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
                     too_large(bytes.len())?;
                     if photo.is_some() {
                         return Err(ApiError::InvalidRequest {
@@ -395,7 +544,9 @@ pub(crate) async fn read_one_image(
                     }
                 }
             }
-            photo.map(|p| (p, fields)).ok_or(ApiError::EmptyBatch)
+            photo
+                .map(|p| (UploadBody::Bytes(p), fields))
+                .ok_or(ApiError::EmptyBatch)
         }
     }
 }

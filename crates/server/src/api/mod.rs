@@ -15,10 +15,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
-use body::{
-    body_kind, check_image_size, drain, parse_json, read_body, read_multipart, BodyKind, Params,
-};
-pub(crate) use body::{parse_bool, read_one_image};
+use body::{body_kind, check_image_size, parse_json, read_body, read_multipart, BodyKind, Params};
+pub(crate) use body::{parse_bool, read_one_image, refuse, refuse_oversized, UploadFields};
 pub use body::{AnalyzeQuery, AnalyzeRequest, ImageInput};
 
 use crate::error::{with_retry_after, ApiError, ErrorBody, ErrorResponse, ImageError};
@@ -87,10 +85,13 @@ pub async fn analyze(State(state): State<AppState>, request: Request) -> Respons
             }
             // A client still sending its body would see a broken pipe
             // instead of this answer: read the rest (without keeping it).
-            if let Some(body) = body {
-                drain(body, state.config().limits.max_request_bytes).await;
-            }
-            e.into_response()
+            refuse(
+                e,
+                &parts.headers,
+                body,
+                state.config().limits.max_request_bytes,
+            )
+            .await
         }
     }
 }
@@ -121,15 +122,17 @@ async fn analyze_inner(
         }
         BodyKind::Multipart => {
             let request = Request::from_parts(parts.clone(), take(body));
-            read_multipart(request, &query, limits.max_image_bytes, state).await?
+            read_multipart(request, limits.max_image_bytes, state).await?
         }
         BodyKind::Image => {
             let body = read_body(take(body), limits.max_request_bytes).await?;
             let id = query.id.clone().unwrap_or_else(|| "0".to_string());
             check_image_size(&id, body.len(), limits.max_image_bytes)?;
-            (vec![(id, Ok(body.to_vec()))], Params::from_query(&query))
+            (vec![(id, Ok(body.to_vec()))], Params::default())
         }
     };
+    // The query's knobs count for every body form.
+    let params = params.with_query(&query, kind)?;
     if received.is_empty() {
         return Err(ApiError::EmptyBatch);
     }
