@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod embeddings;
 mod models_cmd;
 mod serve;
 mod thumbnails;
@@ -44,6 +45,12 @@ enum Command {
     /// Load-test a running server's analyze API: photos/s, latency percentiles, errors, batch sizes.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
+    /// Embeddings kept for every analysed photo: `backfill` computes the missing ones.
+    #[command(long_about = embeddings::LONG_ABOUT)]
+    Embeddings {
+        #[command(subcommand)]
+        command: embeddings::EmbeddingsCommand,
+    },
     /// Render a folder of photos into thumbnails, or into a model's exact input images, as the server does.
     #[command(long_about = thumbnails::LONG_ABOUT)]
     Thumbnails(thumbnails::ThumbnailsArgs),
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
         Command::Models { command } => models_cmd::run(&home, command),
         Command::Bench(args) => bench::run(args),
         Command::Thumbnails(args) => thumbnails::run(&home, args),
+        Command::Embeddings { command } => embeddings::run(cli.home, command),
     };
     match outcome {
         Ok(code) => code,

@@ -46,14 +46,58 @@ enum RoleArg {
     Worker,
 }
 
+/// Where a command that works on a deployment reads its settings: the same
+/// file, environment and `--set` flags as `darkroom serve`.
+#[derive(Args)]
+pub struct SettingsArgs {
+    /// TOML file with any of the settings (`darkroom serve --print-config` shows them all).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Any setting, as KEY=VALUE with a TOML value (e.g. limits.max_queued_images=512, engine.decode=fast).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl SettingsArgs {
+    /// The settings, layered defaults → file → `DARKROOM_*` → `--home`,
+    /// `extra` flags, then `--set`.
+    pub fn load(&self, home: Option<PathBuf>, extra: toml::Table) -> anyhow::Result<ServerConfig> {
+        let mut flags = extra;
+        if let Some(home) = home {
+            set(
+                &mut flags,
+                "home",
+                toml::Value::String(home.display().to_string()),
+            )?;
+        }
+        for pair in &self.set {
+            let (key, raw) = pair
+                .split_once('=')
+                .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
+            set(&mut flags, key.trim(), config::parse_value(raw))?;
+        }
+        Ok(ServerConfig::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            flags,
+        )?)
+    }
+}
+
+/// Sets `a.b.c = value` in a flags layer.
+fn set(flags: &mut toml::Table, path: &str, value: toml::Value) -> anyhow::Result<()> {
+    let keys: Vec<&str> = path.split('.').collect();
+    config::set_path(flags, &keys, value)
+        .map_err(|reason| anyhow::anyhow!("--set {path}: {reason}"))
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// What this process runs [default: all].
     #[arg(long, value_enum)]
     role: Option<RoleArg>,
-    /// TOML file with any of the settings (`--print-config` shows them all).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -78,41 +122,34 @@ pub struct ServeArgs {
     /// Instances (sessions, batcher threads) per model [default: each model's].
     #[arg(long)]
     instances: Option<usize>,
-    /// Any setting, as KEY=VALUE with a TOML value (e.g. limits.max_queued_images=512, engine.decode=fast).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
     /// Print the resolved settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
 }
 
 impl ServeArgs {
-    /// The flags as a config layer, keyed like the file.
-    fn layer(&self, home: Option<PathBuf>) -> anyhow::Result<toml::Table> {
+    /// The serve-only flags as a config layer, keyed like the file.
+    fn layer(&self) -> anyhow::Result<toml::Table> {
         let mut flags = toml::Table::new();
-        let mut set = |path: &str, value: toml::Value| {
-            let keys: Vec<&str> = path.split('.').collect();
-            config::set_path(&mut flags, &keys, value)
-                .map_err(|reason| anyhow::anyhow!("--set {path}: {reason}"))
-        };
         let int = |n: usize| toml::Value::Integer(n as i64);
-        if let Some(home) = home {
-            set("home", toml::Value::String(home.display().to_string()))?;
-        }
         if let Some(role) = self.role {
             let name = match role {
                 RoleArg::All => "all",
                 RoleArg::Api => "api",
                 RoleArg::Worker => "worker",
             };
-            set("role", toml::Value::String(name.into()))?;
+            set(&mut flags, "role", toml::Value::String(name.into()))?;
         }
         if let Some(listen) = self.listen {
-            set("listen", toml::Value::String(listen.to_string()))?;
+            set(
+                &mut flags,
+                "listen",
+                toml::Value::String(listen.to_string()),
+            )?;
         }
         if let Some(models) = &self.models {
             let names = models.iter().cloned().map(toml::Value::String).collect();
-            set("engine.models", toml::Value::Array(names))?;
+            set(&mut flags, "engine.models", toml::Value::Array(names))?;
         }
         if let Some(decode) = self.decode {
             let name = match decode {
@@ -120,35 +157,37 @@ impl ServeArgs {
                 Decode::Exact => "exact",
                 Decode::Fast => "fast",
             };
-            set("engine.decode", toml::Value::String(name.into()))?;
+            set(
+                &mut flags,
+                "engine.decode",
+                toml::Value::String(name.into()),
+            )?;
         }
         if let Some(n) = self.cpu_workers {
-            set("engine.cpu_workers", int(n))?;
+            set(&mut flags, "engine.cpu_workers", int(n))?;
         }
         if let Some(n) = self.intra_threads {
-            set("engine.intra_threads", int(n))?;
+            set(&mut flags, "engine.intra_threads", int(n))?;
         }
         if let Some(n) = self.max_batch_size {
-            set("engine.batching.max_batch_size", int(n))?;
+            set(&mut flags, "engine.batching.max_batch_size", int(n))?;
         }
         if let Some(ms) = self.max_queue_delay_ms {
-            set("engine.batching.max_queue_delay_ms", int(ms as usize))?;
+            set(
+                &mut flags,
+                "engine.batching.max_queue_delay_ms",
+                int(ms as usize),
+            )?;
         }
         if let Some(n) = self.instances {
-            set("engine.batching.instances", int(n))?;
-        }
-        for pair in &self.set {
-            let (key, raw) = pair
-                .split_once('=')
-                .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
-            set(key.trim(), config::parse_value(raw))?;
+            set(&mut flags, "engine.batching.instances", int(n))?;
         }
         Ok(flags)
     }
 }
 
 pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = ServerConfig::load(args.config.as_deref(), std::env::vars(), args.layer(home)?)?;
+    let config = args.settings.load(home, args.layer()?)?;
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(ExitCode::SUCCESS);

@@ -31,6 +31,24 @@ pub struct PhotoAnalysis {
     pub size: [u32; 2],
 }
 
+impl PhotoAnalysis {
+    /// An analysis that says nothing yet, for heads to fill in.
+    pub fn empty(photo_id: String, size: [u32; 2]) -> PhotoAnalysis {
+        PhotoAnalysis {
+            photo_id,
+            concepts: Vec::new(),
+            confidence: 0.0,
+            quality: None,
+            brisque: None,
+            faces: Vec::new(),
+            model_release_required: false,
+            captions: Vec::new(),
+            embedding: None,
+            size,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Face {

@@ -551,18 +551,7 @@ impl Analyzer {
             prepared,
             outputs: &indexed,
         };
-        let mut result = PhotoAnalysis {
-            photo_id,
-            concepts: Vec::new(),
-            confidence: 0.0,
-            quality: None,
-            brisque: None,
-            faces: Vec::new(),
-            model_release_required: false,
-            captions: Vec::new(),
-            embedding: None,
-            size: [prepared.original.0, prepared.original.1],
-        };
+        let mut result = PhotoAnalysis::empty(photo_id, [prepared.original.0, prepared.original.1]);
         for head in heads {
             head.apply(&input, opts, &mut result);
         }
