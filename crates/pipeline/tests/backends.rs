@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pipeline::analysis::PhotoAnalysis;
+use pipeline::analysis::{Embedding, PhotoAnalysis, StoredEmbedding};
 use pipeline::config::{MetadataConfig, QueueConfig};
 use pipeline::event::{Event, EventKind};
 use pipeline::job::{DeadJob, Job, JobKind};
@@ -685,6 +685,110 @@ async fn list_pages_in_seq_order(b: &Backends) {
     assert!(b.store.list(None, None, 0).await.unwrap().is_empty());
 }
 
+fn embedding(version: &str, values: &[f32]) -> StoredEmbedding {
+    StoredEmbedding {
+        model: "effnet".into(),
+        version: version.into(),
+        vector: Embedding(values.to_vec()),
+    }
+}
+
+/// The embedding is written with the analysis, in its transaction: a
+/// transition that does not apply leaves none. It reads back bit for bit
+/// (float32 bytes, not text); photos analysed without one are what a
+/// backfill finds, and a backfilled one is stored once however often.
+async fn embeddings_are_kept_with_the_analysis(b: &Backends) {
+    let s = &b.store;
+    insert(b, "e1", 1).await;
+    insert(b, "e2", 2).await;
+    assert_eq!(
+        s.count_missing_embeddings("effnet", "v1").await.unwrap(),
+        0,
+        "nothing analysed"
+    );
+    // Values that text would round: the bytes must survive exactly.
+    let first = embedding("v1", &[0.6, -0.8, 1e-38, f32::MIN_POSITIVE, -0.0, 0.1]);
+    let mut t = Transition::new("e1", Status::Stored, Status::Analyzed, "worker:test:1", 3);
+    t.analysis = Some(analysis("e1"));
+    t.embedding = Some(first.clone());
+    t.events.push(Event::embedded("e1", &first, 3));
+    s.transition(&t).await.unwrap().expect("applies");
+    let back = s
+        .get_embedding("e1", Some("effnet"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, first);
+    let bits = |e: &StoredEmbedding| e.vector.0.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&back), bits(&first), "bit for bit");
+    assert_eq!(
+        s.get_embedding("e1", None).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(s.get_embedding("e1", Some("other")).await.unwrap(), None);
+    assert_eq!(s.get_embedding("e2", None).await.unwrap(), None);
+    assert_eq!(s.get_embedding("nope", None).await.unwrap(), None);
+
+    // A compare-and-set that loses writes no embedding either.
+    let mut stale = t.clone();
+    stale.embedding = Some(embedding("v1", &[1.0; 6]));
+    assert!(s.transition(&stale).await.unwrap().is_none());
+    assert_eq!(
+        s.get_embedding("e1", None).await.unwrap(),
+        Some(first.clone())
+    );
+
+    // e2 analysed without one: missing, for this version and the next.
+    let mut t = Transition::new("e2", Status::Stored, Status::Analyzed, "worker:test:1", 4);
+    t.analysis = Some(analysis("e2"));
+    s.transition(&t).await.unwrap().expect("applies");
+    let e2_seq = s.get("e2").await.unwrap().unwrap().seq;
+    assert_eq!(
+        s.missing_embeddings("effnet", "v1", i64::MIN, 10)
+            .await
+            .unwrap(),
+        vec![(e2_seq, "e2".to_string())]
+    );
+    assert!(
+        s.missing_embeddings("effnet", "v1", e2_seq, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "after the cursor"
+    );
+    assert_eq!(s.count_missing_embeddings("effnet", "v1").await.unwrap(), 1);
+    assert_eq!(s.count_missing_embeddings("effnet", "v2").await.unwrap(), 2);
+
+    // Backfilled: stored once, one event, however often.
+    let second = embedding("v1", &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    for at in [5, 6] {
+        let event = Event::embedded("e2", &second, at);
+        assert!(s.put_embedding("e2", &second, at, &[event]).await.unwrap());
+    }
+    assert!(
+        !s.put_embedding("nope", &second, 7, &[]).await.unwrap(),
+        "no such photo"
+    );
+    assert_eq!(s.get_embedding("e2", None).await.unwrap(), Some(second));
+    assert_eq!(s.count_missing_embeddings("effnet", "v1").await.unwrap(), 0);
+    // A new version replaces the model's embedding.
+    let newer = embedding("v2", &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert!(s.put_embedding("e1", &newer, 8, &[]).await.unwrap());
+    assert_eq!(
+        s.get_embedding("e1", Some("effnet")).await.unwrap(),
+        Some(newer)
+    );
+    let embedded = all_events(b)
+        .await
+        .iter()
+        .filter(|e| e.kind.name() == "photo.embedded")
+        .count();
+    assert_eq!(
+        embedded, 2,
+        "one per photo and version stored with an event"
+    );
+}
+
 async fn pending_and_count_by_status(b: &Backends) {
     assert_eq!(b.store.pending().await.unwrap(), 0);
     assert!(b.store.count_by_status().await.unwrap().is_empty());
@@ -1170,6 +1274,7 @@ macro_rules! suite {
             transition_replaces_fields_and_indexes_keywords,
             list_pages_in_seq_order,
             pending_and_count_by_status,
+            embeddings_are_kept_with_the_analysis,
             dead_letters_record_list_get_remove,
             append_events_skips_duplicate_ids,
             read_events_in_order,
