@@ -16,8 +16,8 @@ whether a model release is required, captions and optionally embeddings. Photos 
 share inference batches (one dynamic batcher per model); decoding runs on a CPU pool sized from the cores.\n\n\
 The reviewing pipeline: POST /v1/photos stores a photo and queues it (202); workers analyze it through the \
 same batchers, apply the review rules ([review]) and move it to published, needs_review or rejected; \
-GET /v1/photos/{id} shows its status and history, GET /v1/review/queue and POST /v1/review/{id} are the \
-human review, GET /v1/jobs/dead lists jobs that failed past their retries. Embedded by default (SQLite and \
+GET /v1/photos/{id} shows its status and history (?include=embedding adds the embedding the workers keep for \
+every photo), GET /v1/review/queue and POST /v1/review/{id} are the human review, GET /v1/jobs/dead lists jobs that failed past their retries. Embedded by default (SQLite and \
 local files under the home); scale out with metadata.kind=postgres, queue.kind=nats and storage.kind=s3, \
 one `--role api` process and any number of `--role worker` processes. Workers drain on SIGTERM.\n\n\
 Also GET /v1/models, /metrics (Prometheus), /healthz, /readyz, /openapi.json.\n\n\

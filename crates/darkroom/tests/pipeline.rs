@@ -147,6 +147,12 @@ fn check_no_loss_no_duplicates(
         for id in ids {
             let n = analyzed.iter().filter(|a| *a == id).count();
             assert_eq!(n, 1, "photo {id} has {n} photo.analyzed events");
+            // The embedding went in with the analysis, worker killed or not.
+            let embedding = store.get_embedding(id, None).await.unwrap();
+            assert!(
+                embedding.is_some_and(|e| e.vector.dims() == 1280),
+                "photo {id} was analysed without its embedding"
+            );
         }
         // A job whose ack was lost (NATS restarting at that moment) comes
         // back after its lease, runs again finding the photo at its outcome,

@@ -36,6 +36,7 @@ use crate::error::{ErrorBody, ErrorResponse};
         api::AnalyzeResult,
         api::ImageFailure,
         api::ModelsResponse,
+        api::HeadInfo,
         crate::photos::StoredPhoto,
         crate::photos::PhotoUpload,
         crate::review::PhotoPage,
@@ -45,9 +46,9 @@ use crate::error::{ErrorBody, ErrorResponse};
         crate::review::ReviewPage,
         crate::review::ReviewBody,
         crate::review::DeadPage,
-        models::analysis::PhotoAnalysis,
-        models::analysis::Face,
-        models::captioner::Caption,
+        domain::PhotoAnalysis,
+        domain::Face,
+        domain::Caption,
         ErrorBody,
         ErrorResponse
     ))

@@ -107,7 +107,7 @@ async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-async fn suite(server: Server) {
+async fn pipeline_publishes_reviews_calls_back_and_dead_letters(server: Server) {
     let (hook, receiver) = start_receiver().await;
     let hook_query = format!("?callbackUrl={hook}");
 
@@ -527,42 +527,83 @@ fn fast_retries(config: &mut server::ServerConfig) {
     config.pipeline.retry.base_ms = 50;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_pipeline_publishes_reviews_calls_back_and_dead_letters() {
-    let server = Server::start(fast_retries).await;
-    suite(server).await;
+/// The scale-out backends of one test: a PostgreSQL schema, a NATS stream
+/// prefix and a moto bucket of its own.
+struct ScaleOut {
+    storage: storage::StorageConfig,
+    metadata: pipeline::MetadataConfig,
+    queue: pipeline::QueueConfig,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scale_out_pipeline_on_postgres_nats_and_s3() {
-    let storage = moto_bucket("pipeline").await;
-    let unique = format!(
-        "t_server_{}_{}",
-        std::process::id(),
-        pipeline::photo::now_ms()
-    );
-    let metadata = pipeline::MetadataConfig::Postgres {
-        url: std::env::var("PIPELINE_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        schema: unique.clone(),
-        connections: 4,
-    };
-    let queue = pipeline::QueueConfig::Nats {
-        url: std::env::var("PIPELINE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-        prefix: unique.clone(),
-    };
-    let server = Server::start(|config| {
-        fast_retries(config);
-        config.storage = storage;
-        config.metadata = metadata.clone();
-        config.queue = queue.clone();
-    })
-    .await;
-    suite(server).await;
-    pipeline::config::remove_deployment(&metadata, &queue)
-        .await
-        .expect("the test's schema and streams are removed");
+impl ScaleOut {
+    async fn new(name: &str) -> ScaleOut {
+        // Bucket and schema names have length limits: the test's initials.
+        let initials: String = name.split('_').filter_map(|w| w.chars().next()).collect();
+        let unique = format!(
+            "t_{initials}_{}_{}",
+            std::process::id(),
+            pipeline::photo::now_ms()
+        );
+        ScaleOut {
+            storage: moto_bucket(&initials).await,
+            metadata: pipeline::MetadataConfig::Postgres {
+                url: std::env::var("PIPELINE_POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+                schema: unique.clone(),
+                connections: 4,
+            },
+            queue: pipeline::QueueConfig::Nats {
+                url: std::env::var("PIPELINE_NATS_URL")
+                    .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+                prefix: unique,
+            },
+        }
+    }
+
+    fn apply(&self, config: &mut server::ServerConfig) {
+        config.storage = self.storage.clone();
+        config.metadata = self.metadata.clone();
+        config.queue = self.queue.clone();
+    }
+
+    async fn remove(self) {
+        pipeline::config::remove_deployment(&self.metadata, &self.queue)
+            .await
+            .expect("the test's schema and streams are removed");
+    }
 }
+
+/// Runs the async fn `$case(server)` on the embedded backends and on the
+/// scale-out ones, as two tests `$case::embedded` and `$case::scale_out`.
+macro_rules! on_both_backends {
+    ($case:ident, $tweak:expr) => {
+        mod $case {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$case(Server::start($tweak).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn scale_out() {
+                let backends = ScaleOut::new(stringify!($case)).await;
+                let server = Server::start(|config| {
+                    ($tweak)(config);
+                    backends.apply(config);
+                })
+                .await;
+                super::$case(server).await;
+                backends.remove().await;
+            }
+        }
+    };
+}
+
+on_both_backends!(
+    pipeline_publishes_reviews_calls_back_and_dead_letters,
+    fast_retries
+);
 
 /// A callback URL that never answers: retried with backoff up to the limit,
 /// then dead-lettered (the photo stays published), listed, and retried.
@@ -629,12 +670,15 @@ async fn a_callback_that_keeps_failing_is_dead_lettered_after_its_retries() {
     server.stop().await;
 }
 
+on_both_backends!(
+    a_private_callback_url_is_refused_at_upload_and_at_delivery,
+    |config: &mut server::ServerConfig| config.pipeline.retry.base_ms = 50
+);
+
 /// Callbacks must not reach the cloud's metadata service, loopback or
 /// private networks: refused at upload (400), and refused at delivery for
 /// a record that carries one anyway (dead-lettered at once, not retried).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_private_callback_url_is_refused_at_upload_and_at_delivery() {
-    let server = Server::start(|config| config.pipeline.retry.base_ms = 50).await;
+async fn a_private_callback_url_is_refused_at_upload_and_at_delivery(server: Server) {
     let coffee = sample("coffee.png");
     for url in [
         "http://169.254.169.254/latest/meta-data/",
@@ -692,11 +736,14 @@ async fn a_private_callback_url_is_refused_at_upload_and_at_delivery() {
     server.stop().await;
 }
 
+on_both_backends!(
+    a_truncated_or_broken_upload_is_refused_at_once_with_422,
+    fast_retries
+);
+
 /// Regression: a truncated JPEG was accepted (202) and dead-lettered later.
 /// What is cheap to tell is refused at once, and nothing is kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_truncated_or_broken_upload_is_refused_at_once_with_422() {
-    let server = Server::start(fast_retries).await;
+async fn a_truncated_or_broken_upload_is_refused_at_once_with_422(server: Server) {
     let storm = camera("Storm.jpg");
     let chelsea = sample("chelsea.png");
     let mut bad_crc = chelsea.clone();

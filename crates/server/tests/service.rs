@@ -285,6 +285,22 @@ async fn models_metrics_health_and_openapi() {
         models["models"][0]["batching"]["max_batch_size"], 4,
         "override in effect"
     );
+    let heads: Vec<(&str, &str)> = models["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["name"].as_str().unwrap(), h["model"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            ("concepts", "efficientnet-lite0"),
+            ("embedding", "efficientnet-lite0"),
+            ("faces", "blazeface-short-range"),
+            ("quality", "brisque"),
+            ("captions", "template-captioner"),
+        ]
+    );
 
     let images: Vec<Value> = (0..6)
         .map(|i| json!({"id": format!("p{i}"), "data": b64(&sample("coffee.png"))}))

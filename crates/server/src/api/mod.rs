@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use models::analysis::PhotoAnalysis;
+use domain::PhotoAnalysis;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
@@ -215,17 +215,42 @@ pub struct ModelsResponse {
     /// Each loaded model's `model.toml`, with the batching in effect.
     #[schema(value_type = Vec<Object>)]
     pub models: Vec<models::ModelConfig>,
+    /// The heads in force, in the order they apply.
+    pub heads: Vec<HeadInfo>,
 }
 
-/// The loaded models and their configuration.
+/// One head: what turns a model's raw output into part of the analysis.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeadInfo {
+    /// Unique among the heads (`concepts`, `faces`, `concept:forest`, ...).
+    pub name: String,
+    /// `concepts`, `embedding`, `faces`, `quality`, `captions`, `trained_concept`.
+    pub kind: String,
+    /// The model a request names (`models=`) to get it.
+    pub model: String,
+}
+
+/// The loaded models and their configuration, and the heads in force.
 #[utoipa::path(get, path = "/v1/models", responses(
     (status = 200, body = ModelsResponse),
     (status = 503, description = "not_ready", body = ErrorResponse),
 ))]
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelsResponse>, ApiError> {
     let engine = state.engine()?;
+    let heads = engine
+        .heads()
+        .snapshot()
+        .describe()
+        .into_iter()
+        .map(|(name, kind, model)| HeadInfo {
+            name,
+            kind: kind.to_string(),
+            model,
+        })
+        .collect();
     Ok(Json(ModelsResponse {
         models: engine.configs().to_vec(),
+        heads,
     }))
 }
 
