@@ -60,9 +60,16 @@ async fn analysed_without_embeddings(
     ids
 }
 
-/// `darkroom analyze --embedding` of each file: base64 by path.
-fn analyzed_embeddings(home: &models::Home, photos: &[PathBuf]) -> HashMap<PathBuf, String> {
+/// `darkroom analyze --embedding --decode DECODE` of each file: base64 by path.
+fn analyzed_embeddings(
+    home: &models::Home,
+    photos: &[PathBuf],
+    decode: &str,
+) -> HashMap<PathBuf, String> {
     let mut args = vec!["analyze".to_string(), "--embedding".to_string()];
+    if decode != "model" {
+        args.extend(["--decode".to_string(), decode.to_string()]);
+    }
     args.extend(photos.iter().map(|p| p.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = darkroom(home, &args);
@@ -95,7 +102,11 @@ fn backfill(home: &models::Home, settings: &[String], extra: &[&str]) -> String 
     stderr
 }
 
-fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &Path) {
+/// Backfills with `engine.decode = DECODE` and checks every embedding
+/// against `darkroom analyze` (all models) in that mode: the backfill runs
+/// the classifier alone, and in `fast` mode the shrink-on-load must not
+/// depend on which models run.
+fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &Path, decode: &str) {
     let home = home();
     let photos = photos(&home);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -107,7 +118,10 @@ fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &P
     let ids = runtime.block_on(analysed_without_embeddings(&store, &blobs, &photos));
     let settings: Vec<String> = settings
         .into_iter()
-        .chain([format!("storage.path=\"{}\"", blobs_dir.display())])
+        .chain([
+            format!("storage.path=\"{}\"", blobs_dir.display()),
+            format!("engine.decode=\"{decode}\""),
+        ])
         .collect();
     let missing = |store: &MetaStore| {
         runtime
@@ -126,7 +140,7 @@ fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &P
     let third = backfill(&home, &settings, &[]);
     assert!(third.contains("nothing to do"), "{third}");
 
-    let expected = analyzed_embeddings(&home, &photos);
+    let expected = analyzed_embeddings(&home, &photos, decode);
     for (id, path) in &ids {
         let stored = runtime
             .block_on(store.get_embedding(id, Some("efficientnet-lite0")))
@@ -151,13 +165,14 @@ fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &P
 }
 
 #[test]
-fn backfill_on_sqlite_computes_the_missing_embeddings_resumably() {
+fn backfill_on_sqlite_in_fast_mode_computes_the_missing_embeddings_resumably() {
     let dir = scratch("embeddings-sqlite");
     let db = dir.join("darkroom.db");
     check_backfill(
         MetadataConfig::Sqlite { path: db.clone() },
         vec![format!("metadata.path=\"{}\"", db.display())],
         &dir.join("blobs"),
+        "fast",
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -185,6 +200,7 @@ fn backfill_on_postgres_computes_the_missing_embeddings_resumably() {
             format!("queue.url=\"{nats}\""),
         ],
         &dir.join("blobs"),
+        "model",
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime

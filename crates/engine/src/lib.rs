@@ -327,7 +327,9 @@ impl Engine {
                 let _ = reply.send(work());
             }
         });
-        result.await.map_err(|_| EngineError::ShuttingDown)
+        result.await.map_err(|_| {
+            EngineError::Inference("the CPU pool dropped a task before it answered".into())
+        })
     }
 
     /// Analyzes one photo: prepare on the pool, then every selected

@@ -2,7 +2,9 @@
 //! at once (422) instead of being accepted and failing in a worker later.
 //!
 //! - JPEG: the segments are walked by their lengths and the entropy-coded
-//!   data scanned for the next marker, until the end-of-image marker. An
+//!   data scanned for the next marker, until the end-of-image marker (a
+//!   file that lacks only that marker is refused too: the decoder reports
+//!   "Premature end of JPEG file" for it, so it would fail later). An
 //!   EXIF thumbnail's own end marker sits inside its APP1 segment and is
 //!   skipped with it; data after the end marker (a motion photo's video,
 //!   MPF pictures) is allowed.
@@ -120,12 +122,13 @@ fn png(b: &[u8]) -> Result<(), ImagingError> {
     Err(truncated(Format::Png))
 }
 
+/// `sniff` has seen `RIFF....WEBP`: at least 12 bytes.
 fn webp(b: &[u8]) -> Result<(), ImagingError> {
     let size = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
     if size < 4 {
         return Err(ImagingError::corrupt(Format::Webp, "RIFF size below 4"));
     }
-    if 8 + size > b.len() {
+    if size > b.len() - 8 {
         return Err(truncated(Format::Webp));
     }
     Ok(())

@@ -412,20 +412,18 @@ impl Analyzer {
         }
     }
 
-    /// The smallest decode that still serves the selected models: `None`
-    /// (full decode) as soon as one wants exact pixels.
-    fn decode_min_size(
-        &self,
-        selection: &Selection,
-        width: u32,
-        height: u32,
-    ) -> Option<(u32, u32)> {
+    /// The smallest decode that still serves every loaded model: `None`
+    /// (full decode) as soon as one wants exact pixels. Planned on every
+    /// loaded model, not on the request's selection, so that a model sees
+    /// the same pixels whichever others a request asks for (a backfilled
+    /// embedding equals the one the pipeline stored, in `fast` mode too).
+    fn decode_min_size(&self, width: u32, height: u32) -> Option<(u32, u32)> {
         let mut need = (0u32, 0u32);
-        for &i in &selection.backbones {
-            let (w, h) = self.backbones[i].spec.decode_min_size(width, height)?;
+        for backbone in &self.backbones {
+            let (w, h) = backbone.spec.decode_min_size(width, height)?;
             need = (need.0.max(w), need.1.max(h));
         }
-        if let (true, Some(q)) = (selection.quality, &self.quality) {
+        if let Some(q) = &self.quality {
             // BRISQUE runs on a downscale of at most max_side on the long side.
             let scale = q.max_side as f32 / width.max(height) as f32;
             if scale < 1.0 {
@@ -447,9 +445,7 @@ impl Analyzer {
         limits: &Limits,
         selection: &Selection,
     ) -> std::result::Result<Prepared, imaging::ImagingError> {
-        let decoded = imaging::decode_to_fit(bytes, limits, |(w, h)| {
-            self.decode_min_size(selection, w, h)
-        })?;
+        let decoded = imaging::decode_to_fit(bytes, limits, |(w, h)| self.decode_min_size(w, h))?;
         let inputs = (0..self.backbones.len())
             .map(|i| {
                 if !selection.backbones.contains(&i) {

@@ -34,25 +34,41 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => non_public_v4(v4),
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let v4_at = |hi: u16, lo: u16| {
+                Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return non_public_v4(v4);
             }
-            let s = v6.segments();
             if v6.is_loopback() {
                 Some("a loopback address")
             } else if v6.is_unspecified() {
                 Some("the unspecified address")
+            } else if s[..6] == [0; 6] {
+                // IPv4-compatible (::a.b.c.d, deprecated): the IPv4 inside decides.
+                non_public_v4(v4_at(s[6], s[7]))
+            } else if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+                // SIIT (::ffff:0:a.b.c.d).
+                non_public_v4(v4_at(s[6], s[7]))
+            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+                // Well-known NAT64 (64:ff9b::a.b.c.d).
+                non_public_v4(v4_at(s[6], s[7]))
+            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                Some("a local-use NAT64 address")
+            } else if s[0] == 0x2002 {
+                // 6to4 (2002:a.b.c.d::/48).
+                non_public_v4(v4_at(s[1], s[2]))
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                Some("a Teredo tunnel address")
             } else if s[0] & 0xfe00 == 0xfc00 {
                 Some("a unique local (private) address")
             } else if s[0] & 0xffc0 == 0xfe80 {
                 Some("a link-local address")
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                Some("a site-local address")
             } else if s[0] & 0xff00 == 0xff00 {
                 Some("a multicast address")
-            } else if s[0] == 0x64 && s[1] == 0xff9b {
-                // NAT64: the IPv4 address inside decides.
-                let v4 =
-                    Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-                non_public_v4(v4)
             } else if s[0] == 0x2001 && s[1] == 0x0db8 {
                 Some("a documentation address")
             } else {
@@ -269,6 +285,12 @@ mod tests {
             "http://[fe80::1]/cb",
             "http://[::ffff:127.0.0.1]/cb",
             "http://[64:ff9b::a9fe:a9fe]/cb",
+            "http://[::a9fe:a9fe]/cb",
+            "http://[::ffff:0:a9fe:a9fe]/cb",
+            "http://[2002:a9fe:a9fe::1]/cb",
+            "http://[64:ff9b:1::1]/cb",
+            "http://[fec0::1]/cb",
+            "http://[2001:0:4136:e378::1]/cb",
             "http://localhost:8080/cb",
             "http://api.localhost/cb",
             "http://2130706433/cb",
@@ -281,7 +303,13 @@ mod tests {
             };
             assert!(check_callback_url(url, &open).is_ok(), "{url}");
         }
-        assert!(check_callback_url("http://[2606:4700::1111]/cb", &STRICT).is_ok());
+        for public in [
+            "http://[2606:4700::1111]/cb",
+            "http://[2002:5db8:d70e::1]/cb",
+            "http://[64:ff9b::5db8:d70e]/cb",
+        ] {
+            assert!(check_callback_url(public, &STRICT).is_ok(), "{public}");
+        }
     }
 
     #[tokio::test]

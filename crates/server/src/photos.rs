@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::UploadFields;
+use crate::api::{SharedBody, UploadFields};
 use crate::error::ApiError;
 use crate::signing::unsigned_target;
 use crate::AppState;
@@ -104,12 +104,12 @@ pub struct UploadQuery {
     ))]
 pub async fn upload(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let mut body = Some(body);
-    match upload_inner(&state, &parts, &mut body).await {
+    let body = SharedBody::new(body);
+    match upload_inner(&state, &parts, &body).await {
         Ok(response) => response,
         Err(e) => {
             let limit = state.config().limits.max_request_bytes;
-            crate::api::refuse(e, &parts.headers, body, limit).await
+            crate::api::refuse(e, &parts.headers, &body, limit).await
         }
     }
 }
@@ -117,21 +117,22 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
 async fn upload_inner(
     state: &AppState,
     parts: &axum::http::request::Parts,
-    body: &mut Option<Body>,
+    body: &SharedBody,
 ) -> Result<Response, ApiError> {
     let query: UploadQuery = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .map_err(|e| bad(e.body_text()))?;
     let pipeline = state.pipeline()?;
     let engine = state.engine()?;
-    // The same admission as /v1/analyze: a request permit bounds the bodies
-    // held in memory, a photo permit the CPU pool's work; either missing is
-    // 429 with Retry-After, at once.
+    // The same admission as /v1/analyze: a request permit, before the body
+    // is read, bounds the bodies held in memory; a photo permit, once it is
+    // read, the photos being worked on. Either missing is 429 with
+    // Retry-After, at once.
     let _request_permit = state.admit_request()?;
-    let _photo_permit = engine.admit(1)?;
     let limits = state.config().limits.clone();
-    let request = Request::from_parts(parts.clone(), body.take().expect("the body is read once"));
+    let request = Request::from_parts(parts.clone(), body.reader());
     let (body, multipart_fields) = crate::api::read_one_image(request, &limits).await?;
+    let _photo_permit = engine.admit(1)?;
     // JSON, base64, the header, the whole-file check and the sha256 of up to
     // max_image_bytes are CPU work, never run on the async runtime. Not on
     // the engine's pool either: there an upload would wait behind every

@@ -595,13 +595,23 @@ fn post_whole_then_read(
     headers: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
+    let headers = format!("{headers}Content-Length: {}\r\n", body.len());
+    post_raw_then_read(url, path, &headers, body)
+}
+
+/// [`post_whole_then_read`] with the headers as given (no length added).
+fn post_raw_then_read(
+    url: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let address = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address)?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{headers}\r\n"
     )?;
     stream.write_all(body)?;
     let mut answer = Vec::new();
@@ -643,6 +653,44 @@ async fn an_80_mib_body_gets_413_request_too_large_not_a_reset() {
         assert_eq!(status, 413, "{path} {content_type}: {body}");
         assert!(body.contains("request_too_large"), "{body}");
     }
+    // Refused part-way: a multipart file over max_image_bytes (20 MiB) in a
+    // body under the request limit, and a chunked body (no length to
+    // refuse it by) over the limit. What the handler left unread is read.
+    let mut multipart = b"--x\r\nContent-Disposition: form-data; name=\"p\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+    multipart.extend(std::iter::repeat_n(0u8, 30 << 20));
+    multipart.extend_from_slice(b"\r\n--x--\r\n");
+    let url = server.url.clone();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let headers = "Content-Type: multipart/form-data; boundary=x\r\nConnection: close\r\n";
+        post_whole_then_read(&url, "/v1/analyze", headers, &multipart)
+    })
+    .await
+    .unwrap()
+    .expect("an answer to a multipart body refused part-way");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("image_too_large"), "{body}");
+    let (url, huge) = (server.url.clone(), huge.clone());
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let mut chunked = Vec::with_capacity(huge.len() + 4096);
+        for chunk in huge.chunks(1 << 20) {
+            chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            chunked.extend_from_slice(chunk);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        post_raw_then_read(
+            &url,
+            "/v1/analyze",
+            "Content-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n",
+            &chunked,
+        )
+    })
+    .await
+    .unwrap()
+    .expect("an answer to a chunked body over the limit");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("request_too_large"), "{body}");
+
     // Expect: 100-continue: refused before the body is sent.
     let url = server.url.clone();
     let answer = tokio::task::spawn_blocking(move || {

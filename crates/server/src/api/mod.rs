@@ -3,8 +3,8 @@
 //! and the OpenAPI document.
 
 mod body;
+mod refuse;
 
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Uri};
@@ -16,8 +16,9 @@ use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
 use body::{body_kind, check_image_size, parse_json, read_body, read_multipart, BodyKind, Params};
-pub(crate) use body::{parse_bool, read_one_image, refuse, refuse_oversized, UploadFields};
+pub(crate) use body::{parse_bool, read_one_image, UploadFields};
 pub use body::{AnalyzeQuery, AnalyzeRequest, ImageInput};
+pub(crate) use refuse::{refuse, refuse_oversized, SharedBody};
 
 use crate::error::{with_retry_after, ApiError, ErrorBody, ErrorResponse, ImageError};
 use crate::AppState;
@@ -73,8 +74,8 @@ pub struct AnalyzeResponse {
 )]
 pub async fn analyze(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let mut body = Some(body);
-    match analyze_inner(&state, &parts, &mut body).await {
+    let body = SharedBody::new(body);
+    match analyze_inner(&state, &parts, &body).await {
         Ok(response) => response,
         Err(e) => {
             if matches!(
@@ -88,7 +89,7 @@ pub async fn analyze(State(state): State<AppState>, request: Request) -> Respons
             refuse(
                 e,
                 &parts.headers,
-                body,
+                &body,
                 state.config().limits.max_request_bytes,
             )
             .await
@@ -99,7 +100,7 @@ pub async fn analyze(State(state): State<AppState>, request: Request) -> Respons
 async fn analyze_inner(
     state: &AppState,
     parts: &Parts,
-    body: &mut Option<Body>,
+    body: &SharedBody,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     // Bounds the bodies held in memory at once; refused, never queued.
@@ -111,21 +112,20 @@ async fn analyze_inner(
             reason: e.body_text(),
         })?;
     let kind = body_kind(&parts.headers)?;
-    let take = |body: &mut Option<Body>| body.take().expect("the body is read once");
     let (received, params) = match kind {
         BodyKind::Json => {
-            let body = read_body(take(body), limits.max_request_bytes).await?;
+            let body = read_body(body.reader(), limits.max_request_bytes).await?;
             let max_image_bytes = limits.max_image_bytes;
             engine
                 .on_pool(move || parse_json(&body, max_image_bytes))
                 .await??
         }
         BodyKind::Multipart => {
-            let request = Request::from_parts(parts.clone(), take(body));
+            let request = Request::from_parts(parts.clone(), body.reader());
             read_multipart(request, limits.max_image_bytes, state).await?
         }
         BodyKind::Image => {
-            let body = read_body(take(body), limits.max_request_bytes).await?;
+            let body = read_body(body.reader(), limits.max_request_bytes).await?;
             let id = query.id.clone().unwrap_or_else(|| "0".to_string());
             check_image_size(&id, body.len(), limits.max_image_bytes)?;
             (vec![(id, Ok(body.to_vec()))], Params::default())
