@@ -43,9 +43,14 @@ pub struct ThumbnailsArgs {
     in_dir: PathBuf,
     /// Where the outputs go: OUT_DIR/<path relative to IN_DIR, with the output's extension>.
     out_dir: PathBuf,
-    /// `model:NAME`: that model's exact input image (its [preprocess] spec), as PNG.
+    /// `model:NAME`: that model's exact input image (its [preprocess] spec), as PNG: the pixels
+    /// `darkroom serve` feeds the model with its default models and the same --decode.
     #[arg(long, value_name = "model:NAME", conflicts_with_all = ["width", "height", "fit", "filter", "format", "quality", "enlarge"])]
     preset: Option<String>,
+    /// With --preset model:NAME: decode as the server's engine.decode does (`model`: each
+    /// model's own mode) [default: model].
+    #[arg(long, value_enum, requires = "preset")]
+    decode: Option<DecodeArg>,
     /// Box width in pixels (0 or absent: derived from --height and the photo's aspect).
     #[arg(long)]
     width: Option<u32>,
@@ -101,6 +106,13 @@ enum FilterArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum DecodeArg {
+    Model,
+    Exact,
+    Fast,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Jpeg,
     Png,
@@ -110,7 +122,9 @@ enum FormatArg {
 /// What every photo becomes.
 enum Job {
     Thumbnail(ThumbnailSpec),
-    ModelInput(PreprocessSpec),
+    /// A model's input, decoded by the plan of the models `darkroom serve`
+    /// loads by default.
+    ModelInput(PreprocessSpec, models::DecodePlan),
 }
 
 impl Job {
@@ -126,12 +140,27 @@ impl Job {
                 format!("opening the model repository {}", home.models().display())
             })?;
             let entry = repo.get(name)?;
-            let spec = entry
+            let mut spec = entry
                 .config
                 .preprocess
                 .clone()
                 .with_context(|| format!("model {name} has no [preprocess] spec"))?;
-            return Ok(Job::ModelInput(spec));
+            let decode = match args.decode {
+                None | Some(DecodeArg::Model) => None,
+                Some(DecodeArg::Exact) => Some(imaging::DecodeMode::Exact),
+                Some(DecodeArg::Fast) => Some(imaging::DecodeMode::Fast),
+            };
+            if let Some(mode) = decode {
+                spec.decode = mode;
+            }
+            // Decoded as `darkroom serve` decodes for its default models
+            // (one of each kind) with the same decode setting.
+            let load = models::analyzer::LoadOptions {
+                decode,
+                ..Default::default()
+            };
+            let plan = models::DecodePlan::for_models(&repo, &load)?;
+            return Ok(Job::ModelInput(spec, plan));
         }
         let spec = ThumbnailSpec {
             width: args.width.unwrap_or(0),
@@ -162,14 +191,16 @@ impl Job {
     fn extension(&self) -> &'static str {
         match self {
             Job::Thumbnail(spec) => spec.format.extension(),
-            Job::ModelInput(_) => OutputFormat::Png.extension(),
+            Job::ModelInput(..) => OutputFormat::Png.extension(),
         }
     }
 
     fn render(&self, bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ImagingError> {
         let thumbnail = match self {
             Job::Thumbnail(spec) => imaging::render(bytes, limits, spec)?,
-            Job::ModelInput(spec) => imaging::render_model_input(bytes, limits, spec)?,
+            Job::ModelInput(spec, plan) => {
+                imaging::render_model_input(bytes, limits, spec, |(w, h)| plan.min_size(w, h))?
+            }
         };
         Ok(thumbnail.bytes)
     }

@@ -72,9 +72,18 @@ fn print_config_layers_file_then_environment_then_flags() {
 
 #[test]
 fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
+    for decode in ["model", "fast"] {
+        training_thumbnails_match_the_api(decode);
+    }
+}
+
+/// The CLI's thumbnails against a server's, both decoding as `decode` says.
+fn training_thumbnails_match_the_api(decode: &str) {
     let home = home();
-    let scratch =
-        std::env::temp_dir().join(format!("darkroom-serve-thumbs-{}", std::process::id()));
+    let scratch = std::env::temp_dir().join(format!(
+        "darkroom-serve-thumbs-{decode}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&scratch);
     let photos = scratch.join("in");
     std::fs::create_dir_all(&photos).unwrap();
@@ -85,7 +94,7 @@ fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
         "metadata.path=\"{}\"",
         scratch.join("darkroom.db").display()
     );
-    let served = Served::start(&home, &["--set", &blobs, "--set", &db]);
+    let served = Served::start(&home, &["--set", &blobs, "--set", &db, "--decode", decode]);
 
     let (status, body) = http(&served.address, &post("/v1/photos", "image/jpeg", &photo));
     assert_eq!(status, 202, "{body}");
@@ -94,7 +103,7 @@ fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
 
     let cases: [(&[&str], &str, &str); 2] = [
         (
-            &["--preset", "model:efficientnet-lite0"],
+            &["--preset", "model:efficientnet-lite0", "--decode", decode],
             "model",
             "preset=model:efficientnet-lite0",
         ),
@@ -133,7 +142,7 @@ fn training_thumbnails_are_byte_for_byte_what_the_api_serves() {
         assert_eq!(status, 200);
         assert!(
             std::fs::read(&written).unwrap() == served_bytes,
-            "{query}: the CLI's {} differs from the API's thumbnail",
+            "{decode}: {query}: the CLI's {} differs from the API's thumbnail",
             written.display()
         );
     }

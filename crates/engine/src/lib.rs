@@ -208,6 +208,12 @@ impl Engine {
         self.analyzer.input_spec(model).cloned()
     }
 
+    /// How photos are decoded for the loaded models (`model:NAME`
+    /// thumbnails decode the same way, to show what inference sees).
+    pub fn decode_plan(&self) -> &models::DecodePlan {
+        self.analyzer.decode_plan()
+    }
+
     /// The per-photo limits (bytes, pixels) every decode is held to.
     pub fn limits(&self) -> imaging::Limits {
         self.admission.image

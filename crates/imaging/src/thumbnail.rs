@@ -259,15 +259,19 @@ pub fn render(
 
 /// Exactly the image a model's preprocessing gives inference (before
 /// normalisation), as a lossless PNG: the same `decode_to_fit` and
-/// [`PreprocessSpec::resize_decoded`] calls that `models::Analyzer::prepare` makes.
+/// [`PreprocessSpec::resize_decoded`] calls that `models::Analyzer::prepare`
+/// makes. `decode_size` is the decode plan of the models inference runs
+/// beside this one (`models::DecodePlan::min_size`): in fast mode the
+/// shrink-on-load, and so the pixels, depend on it.
 pub fn render_model_input(
     bytes: &[u8],
     limits: &Limits,
     spec: &PreprocessSpec,
+    decode_size: impl FnOnce((u32, u32)) -> Option<(u32, u32)>,
 ) -> Result<Thumbnail, ImagingError> {
     spec.validate()
         .map_err(|reason| ImagingError::InvalidThumbnail { reason })?;
-    let decoded = decode_to_fit(bytes, limits, |(w, h)| spec.decode_min_size(w, h))?;
+    let decoded = decode_to_fit(bytes, limits, decode_size)?;
     let image = spec.resize_decoded(&decoded).image;
     Ok(Thumbnail {
         bytes: encode(&image, OutputFormat::Png, default_quality())?,

@@ -23,6 +23,7 @@ use crate::backend::{Backend, Tensor};
 use crate::brisque::Brisque;
 use crate::captioner::TemplateCaptioner;
 use crate::concepts::ConceptMap;
+use crate::decode_plan::{chosen_models, config_err, preprocess, DecodePlan};
 use crate::error::{ModelError, Result};
 use crate::heads::{
     finish_concepts, CaptionsHead, ConceptsHead, EmbeddingHead, FacesHead, Head, HeadInput,
@@ -133,6 +134,8 @@ struct Quality {
 
 /// Loaded models, ready to analyze photos. Shareable across threads.
 pub struct Analyzer {
+    /// How large photos are decoded: for every loaded model at once.
+    plan: DecodePlan,
     backbones: Vec<Backbone>,
     /// Names of `backbones`, in order (what [`HeadInput`] looks up).
     backbone_names: Vec<String>,
@@ -152,15 +155,16 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The tensor `backbone` is fed for this photo, if it was selected.
+    pub fn input(&self, backbone: usize) -> Option<&[f32]> {
+        self.inputs
+            .get(backbone)?
+            .as_ref()
+            .map(|(t, _)| t.as_slice())
+    }
+
     pub(crate) fn transform(&self, backbone: usize) -> Option<&Transform> {
         self.inputs.get(backbone)?.as_ref().map(|(_, t)| t)
-    }
-}
-
-fn config_err(entry: &ModelEntry, reason: &str) -> ModelError {
-    ModelError::Config {
-        path: entry.dir.clone(),
-        reason: reason.to_string(),
     }
 }
 
@@ -170,18 +174,6 @@ fn batching(entry: &ModelEntry, opts: &LoadOptions) -> Batching {
         batching.instances = n.max(1);
     }
     batching
-}
-
-fn preprocess(entry: &ModelEntry, opts: &LoadOptions) -> Result<PreprocessSpec> {
-    let mut spec = entry
-        .config
-        .preprocess
-        .clone()
-        .ok_or_else(|| config_err(entry, "no [preprocess] section"))?;
-    if let Some(mode) = opts.decode {
-        spec.decode = mode;
-    }
-    Ok(spec)
 }
 
 /// The first 12 hex digits of the sha256 of the model's ONNX file, as
@@ -212,23 +204,9 @@ impl Analyzer {
         opts: &LoadOptions,
         backend: &mut dyn FnMut(&ModelEntry) -> Result<Box<dyn Backend>>,
     ) -> Result<Analyzer> {
-        let chosen: Vec<&ModelEntry> = if opts.models.is_empty() {
-            [
-                ModelKind::Classifier,
-                ModelKind::FaceDetector,
-                ModelKind::Quality,
-                ModelKind::Captioner,
-            ]
-            .into_iter()
-            .filter_map(|k| repo.first_of(k))
-            .collect()
-        } else {
-            opts.models
-                .iter()
-                .map(|n| repo.get(n))
-                .collect::<Result<_>>()?
-        };
+        let chosen = chosen_models(repo, opts)?;
         let mut analyzer = Analyzer {
+            plan: DecodePlan::for_models(repo, opts)?,
             backbones: Vec::new(),
             backbone_names: Vec::new(),
             quality: None,
@@ -240,9 +218,6 @@ impl Analyzer {
         let mut captioners = Vec::new();
         for entry in chosen {
             let c = &entry.config;
-            if analyzer.models.iter().any(|(n, _)| *n == c.name) {
-                continue;
-            }
             analyzer.models.push((c.name.clone(), c.kind));
             match c.kind {
                 ModelKind::Classifier | ModelKind::FaceDetector => {
@@ -412,30 +387,10 @@ impl Analyzer {
         }
     }
 
-    /// The smallest decode that still serves every loaded model: `None`
-    /// (full decode) as soon as one wants exact pixels. Planned on every
-    /// loaded model, not on the request's selection, so that a model sees
-    /// the same pixels whichever others a request asks for (a backfilled
-    /// embedding equals the one the pipeline stored, in `fast` mode too).
-    fn decode_min_size(&self, width: u32, height: u32) -> Option<(u32, u32)> {
-        let mut need = (0u32, 0u32);
-        for backbone in &self.backbones {
-            let (w, h) = backbone.spec.decode_min_size(width, height)?;
-            need = (need.0.max(w), need.1.max(h));
-        }
-        if let Some(q) = &self.quality {
-            // BRISQUE runs on a downscale of at most max_side on the long side.
-            let scale = q.max_side as f32 / width.max(height) as f32;
-            if scale < 1.0 {
-                need = (
-                    need.0.max((width as f32 * scale) as u32),
-                    need.1.max((height as f32 * scale) as u32),
-                );
-            } else {
-                return None;
-            }
-        }
-        Some(need)
+    /// How photos are decoded for these models (thumbnails of a model's
+    /// input use it too).
+    pub fn decode_plan(&self) -> &DecodePlan {
+        &self.plan
     }
 
     /// Decodes a photo once and prepares the selected models' inputs. CPU-bound.
@@ -445,7 +400,7 @@ impl Analyzer {
         limits: &Limits,
         selection: &Selection,
     ) -> std::result::Result<Prepared, imaging::ImagingError> {
-        let decoded = imaging::decode_to_fit(bytes, limits, |(w, h)| self.decode_min_size(w, h))?;
+        let decoded = imaging::decode_to_fit(bytes, limits, |(w, h)| self.plan.min_size(w, h))?;
         let inputs = (0..self.backbones.len())
             .map(|i| {
                 if !selection.backbones.contains(&i) {

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod brisque;
 pub mod captioner;
 pub mod concepts;
+pub mod decode_plan;
 pub mod error;
 pub mod faces;
 pub mod heads;
@@ -19,6 +20,7 @@ pub mod testing;
 pub use domain::analysis;
 
 pub use backend::{Backend, FakeBackend, Outputs, Tensor};
+pub use decode_plan::DecodePlan;
 pub use error::{ModelError, Result};
 pub use home::Home;
 pub use repository::{ModelConfig, ModelEntry, ModelKind, Repository};

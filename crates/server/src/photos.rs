@@ -266,18 +266,20 @@ pub struct ThumbnailQuery {
 /// What a thumbnail request resolved to.
 enum Target {
     Thumbnail(ThumbnailSpec),
-    ModelInput(imaging::PreprocessSpec, String),
+    /// A model's input: its spec and name, and the engine's decode plan.
+    ModelInput(imaging::PreprocessSpec, String, models::DecodePlan),
 }
 
 impl Target {
     fn cache_key(&self) -> String {
         match self {
             Target::Thumbnail(spec) => spec.cache_key(),
-            // The model's name and its spec's hash: a changed config is a new key.
-            Target::ModelInput(spec, name) => {
+            // The model's name, its spec's hash and the decode plan's: a
+            // changed config, or other models beside it, is a new key.
+            Target::ModelInput(spec, name, plan) => {
                 let spec_json = serde_json::to_vec(spec).expect("a spec serialises");
                 let hash = hex::encode(&Sha256::digest(&spec_json)[..8]);
-                format!("model-{name}-{hash}.png")
+                format!("model-{name}-{hash}-{}.png", plan.key())
             }
         }
     }
@@ -292,14 +294,14 @@ fn resolve(state: &AppState, query: &ThumbnailQuery) -> Result<Target, ApiError>
     if let Some(preset) = &query.preset {
         if let Some(model) = preset.strip_prefix("model:") {
             // Absent for an unknown model and for one without preprocessing.
-            let spec =
-                state
-                    .engine()?
-                    .model_input_spec(model)
-                    .ok_or_else(|| ApiError::UnknownPreset {
-                        name: preset.clone(),
-                    })?;
-            return Ok(Target::ModelInput(spec, model.to_string()));
+            let engine = state.engine()?;
+            let spec = engine
+                .model_input_spec(model)
+                .ok_or_else(|| ApiError::UnknownPreset {
+                    name: preset.clone(),
+                })?;
+            let plan = engine.decode_plan().clone();
+            return Ok(Target::ModelInput(spec, model.to_string(), plan));
         }
         let spec =
             thumbnails
@@ -412,7 +414,9 @@ pub async fn thumbnail(
     let rendered = engine
         .on_pool(move || match target {
             Target::Thumbnail(spec) => imaging::render(&original, &limits, &spec),
-            Target::ModelInput(spec, _) => imaging::render_model_input(&original, &limits, &spec),
+            Target::ModelInput(spec, _, plan) => {
+                imaging::render_model_input(&original, &limits, &spec, |(w, h)| plan.min_size(w, h))
+            }
         })
         .await?
         .map_err(|e| ApiError::Image(e.into()))?;

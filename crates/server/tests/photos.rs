@@ -108,43 +108,80 @@ async fn originals_are_stored_by_content_and_thumbnails_cached() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_preset_is_exactly_that_models_input() {
-    let server = Server::start(|_| {}).await;
-    let photo = camera("LadyBird.jpg");
-    let (_, body) = upload(&server, "image/jpeg", photo.clone()).await;
-    let id = body["id"].as_str().unwrap().to_string();
-    let response = fetch(
-        &server,
-        &format!("/v1/photos/{id}/thumbnail?preset=model:efficientnet-lite0"),
-        None,
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "image/png");
-    let served = response.bytes().await.unwrap();
-
-    // What inference sees: the same spec through the same imaging calls.
-    let repo = models::Repository::open(&home().models()).unwrap();
-    let spec = repo
-        .get("efficientnet-lite0")
-        .unwrap()
-        .config
-        .preprocess
-        .clone()
+/// A square 2400×2400 JPEG cut from the 18 MP camera photo: in fast mode
+/// EfficientNet alone would decode it at 1/4 (600 px), but BRISQUE, loaded
+/// beside it, needs 640, so inference decodes it at 1/2. A thumbnail that
+/// planned its decode on the one model would show other pixels.
+fn near_square_jpeg() -> Vec<u8> {
+    let big = image::load_from_memory(&camera("Elephants_5640x3172.jpg")).unwrap();
+    let square = big.crop_imm(1600, 400, 2400, 2400).to_rgb8();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&square)
         .unwrap();
-    let decoded = imaging::decode_to_fit(&photo, &imaging::Limits::default(), |(w, h)| {
-        spec.decode_min_size(w, h)
-    })
-    .unwrap();
-    let expected = spec.resize_decoded(&decoded).image;
-    let image = image::load_from_memory(&served).unwrap().to_rgb8();
-    assert_eq!((image.width(), image.height()), (224, 224));
-    assert!(
-        image.as_raw() == &expected.data,
-        "the served pixels are the model's input pixels"
-    );
-    server.stop().await;
+    out.into_inner()
+}
+
+/// `?preset=model:NAME` serves exactly the pixels inference feeds that
+/// model: compared with the tensor `Analyzer::prepare` makes (every loaded
+/// model, the server's decode mode), in both decode modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_preset_is_exactly_the_tensor_inference_feeds_the_model() {
+    let photos = [
+        camera("LadyBird.jpg"),
+        near_square_jpeg(),
+        sample("astronaut.png"),
+    ];
+    for decode in [engine::DecodeChoice::Exact, engine::DecodeChoice::Fast] {
+        let server = Server::start(|config| config.engine.decode = decode).await;
+        // What inference does, through the same function the engine calls.
+        let repo = models::Repository::open(&home().models()).unwrap();
+        models::onnx_runtime::init_runtime(&home().ort_library()).unwrap();
+        let analyzer = models::analyzer::Analyzer::load(
+            &repo,
+            &engine::load_options(&server.state.config().engine),
+        )
+        .unwrap();
+        let index = analyzer
+            .backbones()
+            .iter()
+            .find(|b| b.model == "efficientnet-lite0")
+            .unwrap()
+            .index;
+        let spec = analyzer.input_spec("efficientnet-lite0").unwrap().clone();
+        for photo in &photos {
+            let (_, body) = upload(&server, "image/jpeg", photo.clone()).await;
+            let id = body["id"].as_str().unwrap().to_string();
+            let response = fetch(
+                &server,
+                &format!("/v1/photos/{id}/thumbnail?preset=model:efficientnet-lite0"),
+                None,
+            )
+            .await;
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-type"], "image/png");
+            let served = image::load_from_memory(&response.bytes().await.unwrap())
+                .unwrap()
+                .to_rgb8();
+            assert_eq!((served.width(), served.height()), (224, 224));
+            let served = imaging::RgbImage {
+                width: 224,
+                height: 224,
+                data: served.into_raw(),
+            };
+            let mut from_thumbnail = vec![0f32; spec.tensor_len()];
+            spec.write_tensor(&served, &mut from_thumbnail);
+            let prepared = analyzer
+                .prepare(photo, &imaging::Limits::default(), &analyzer.select_all())
+                .unwrap();
+            let fed = prepared.input(index).unwrap();
+            assert!(
+                from_thumbnail == fed,
+                "{decode:?}: the served pixels are not the ones inference feeds the model"
+            );
+        }
+        server.stop().await;
+    }
 }
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
