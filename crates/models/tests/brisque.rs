@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use models::brisque::{quality_from_score, Brisque, BrisqueError};
 
 /// Score points either way; the port is usually within 0.01.
-const TOLERANCE: f64 = 2.0;
+/// How far from OpenCV's score ours may be: measured within 0.002 (the
+/// JPEG decodes may differ from OpenCV's libjpeg by a level), and 0.01 is
+/// what the README promises.
+const TOLERANCE: f64 = 0.01;
 const PHOTOS: [&str; 3] = ["astronaut.png", "coffee.png", "rocket.jpg"];
 
 fn fixtures() -> PathBuf {
@@ -59,8 +62,14 @@ fn check(rows: &[(String, f64, f64)]) {
     println!("{:<28}{:>10}{:>10}{:>8}", "image", "ours", "opencv", "diff");
     let mut failed = Vec::new();
     for (name, ours, want) in rows {
-        // OpenCV clamps its score to 0..100; ours is raw.
-        let diff = ours.clamp(0.0, 100.0) - want;
+        // OpenCV clamps its score to 0..100 and ours is raw: a reference at
+        // either end could hide a score outside, so none may be there, and
+        // the raw scores are compared.
+        assert!(
+            *want > 0.0 && *want < 100.0,
+            "{name}: OpenCV's {want} may be clamped; pick another reference"
+        );
+        let diff = ours - want;
         println!("{name:<28}{ours:>10.3}{want:>10.3}{diff:>8.3}");
         if diff.is_nan() || diff.abs() > TOLERANCE {
             failed.push(name.as_str());

@@ -27,6 +27,14 @@ fn sample(home: &Home, name: &str) -> Vec<u8> {
 /// A class name and its reference probability, if the reference gives one.
 type Expected = (&'static str, Option<f32>);
 
+/// How far a probability or face score may be from MODELS.md's: the
+/// reference is rounded to 2 decimals (±0.005), plus 0.001 for ONNX
+/// Runtime's kernels on other CPUs. Measured: within 0.005 everywhere.
+const SCORE_TOLERANCE: f32 = 0.005 + 0.001;
+/// How far a face box corner may be from MODELS.md's "≈" box, in pixels
+/// of the photo (measured: 2).
+const BOX_TOLERANCE: i32 = 3;
+
 const TOP5: &[(&str, &[Expected])] = &[
     (
         "chelsea.png",
@@ -55,7 +63,7 @@ const TOP5: &[(&str, &[Expected])] = &[
 ];
 
 #[test]
-fn efficientnet_top5_matches_the_reference_within_001() {
+fn efficientnet_top5_matches_the_reference_within_its_rounding() {
     let (home, repo) = setup();
     let entry = repo.first_of(ModelKind::Classifier).expect("a classifier");
     let spec = entry.config.preprocess.clone().expect("preprocess");
@@ -90,7 +98,7 @@ fn efficientnet_top5_matches_the_reference_within_001() {
             assert_eq!(top[i].0, *name, "{photo}: rank {i}");
             if let Some(p) = p {
                 assert!(
-                    (top[i].1 - p).abs() <= 0.01 + 0.005,
+                    (top[i].1 - p).abs() <= SCORE_TOLERANCE,
                     "{photo}: {name} {} vs {p}",
                     top[i].1
                 );
@@ -136,10 +144,14 @@ fn faces_match_the_reference_and_drive_model_release() {
     let astronaut = &results[0];
     assert_eq!(astronaut.faces.len(), 1, "astronaut: one face");
     let face = &astronaut.faces[0];
-    assert!((face.score - 0.92).abs() < 0.02, "score {}", face.score);
+    assert!(
+        (face.score - 0.92).abs() <= SCORE_TOLERANCE,
+        "score {}",
+        face.score
+    );
     for (got, want) in face.bbox.iter().zip([179, 82, 274, 177]) {
         assert!(
-            (*got as i32 - want).abs() <= 6,
+            (*got as i32 - want).abs() <= BOX_TOLERANCE,
             "astronaut box {:?}",
             face.bbox
         );
@@ -148,7 +160,7 @@ fn faces_match_the_reference_and_drive_model_release() {
     let camera = &results[1];
     assert_eq!(camera.faces.len(), 1, "camera: one face");
     assert!(
-        (camera.faces[0].score - 0.78).abs() < 0.03,
+        (camera.faces[0].score - 0.78).abs() <= SCORE_TOLERANCE,
         "camera score {}",
         camera.faces[0].score
     );
@@ -163,19 +175,33 @@ fn faces_match_the_reference_and_drive_model_release() {
     }
 }
 
+/// BRISQUE through the analyzer (these photos are under its 640-pixel
+/// downscale, so the score is the photo's own) against OpenCV's full
+/// precision references, raw: no clamping on either side.
 #[test]
-fn brisque_through_the_analyzer_matches_opencv_within_2() {
-    let results = analyze(
-        &["astronaut.png", "coffee.png", "rocket.jpg"],
-        &AnalyzeOptions::default(),
-    );
-    for (r, want) in results.iter().zip([0.5f32, 3.6, 9.2]) {
+fn brisque_through_the_analyzer_matches_opencv_within_001() {
+    let references: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/brisque/references.json"),
+        )
+        .expect("references.json"),
+    )
+    .unwrap();
+    let photos = ["astronaut.png", "coffee.png", "rocket.jpg"];
+    let results = analyze(&photos, &AnalyzeOptions::default());
+    for (r, photo) in results.iter().zip(photos) {
+        let want = references["photos"][photo]["original"].as_f64().unwrap() as f32;
         let got = r.brisque.expect("brisque score");
         println!(
-            "{}: brisque {got:.2} (OpenCV {want}), quality {:?}",
+            "{}: brisque {got:.4} (OpenCV {want:.4}), quality {:?}",
             r.photo_id, r.quality
         );
-        assert!((got - want).abs() <= 2.0, "{}: {got} vs {want}", r.photo_id);
+        assert!(
+            (got - want).abs() <= 0.01,
+            "{}: {got} vs {want}",
+            r.photo_id
+        );
         assert!(r.quality.unwrap() > 0.85);
     }
 }
@@ -196,7 +222,7 @@ fn concepts_captions_and_embedding_are_coherent() {
     );
     let cat = chelsea.concepts.iter().find(|(n, _)| n == "cat").unwrap().1;
     assert!(cat > 0.9, "the cat classes add up: {cat}");
-    assert!((chelsea.confidence - 0.39).abs() < 0.015);
+    assert!((chelsea.confidence - 0.39).abs() <= SCORE_TOLERANCE);
     let caption = &chelsea.captions[0];
     let sum: f32 = caption.words_probability.iter().map(|(_, lp)| lp).sum();
     assert!((sum.exp() - caption.probability).abs() < 1e-4);

