@@ -1,25 +1,37 @@
 #!/usr/bin/env python3
-"""Darkroom against its Python peer, side by side, under the same load.
+"""Darkroom against its Python peer, side by side, under the same load, each
+at its best and compared like with like.
 
     python3 bench/compare.py [--home var] [--photos var/photos/camera]
-        [--concurrency 8] [--images-per-request 4] [--duration 20] [--warmup 3]
-        [--darkroom target/release/darkroom] [--only darkroom|peer] [--markdown]
+        [--contenders darkroom-exact,peer,darkroom-fast,peer-draft] [--trials 3]
+        [--concurrency 8] [--images-per-request 4] [--requests 160] [--warmup 5]
+        [--darkroom target/release/darkroom] [--markdown] [--json FILE]
 
-For each server in turn (Darkroom's `darkroom serve`, then `bench/peer/app.py`
-in `var/peer-venv`), alone on the machine:
+Four contenders: `darkroom serve` decoding exactly as the models were trained
+(`darkroom-exact`) and with shrink-on-load and SIMD resizing
+(`darkroom-fast`), and `bench/peer/app.py` (FastAPI, Pillow, ONNX Runtime,
+OpenCV) without and with Pillow's `Image.draft` (`peer`, `peer-draft`). Exact
+is compared with exact, fast with draft.
 
-1. start it on a free local port and wait until it is ready
+Each trial runs every contender once, interleaved (D, P, D, P), and there are
+`--trials` of them (3 by default); the table gives the median and the range.
+For each run, alone on the machine:
+
+1. start the server on a free local port and wait until it is ready
    (Darkroom: `GET /readyz` 200; peer: `GET /healthz` 200 and one analyze POST);
-2. warm it up with a short, unmeasured run of the load tool
-   (`darkroom bench --duration WARMUP --warmup 0`);
-3. sample the CPU time of the server's whole process tree, run the measured
-   load (`darkroom bench --duration DURATION --warmup 0 --json`), sample again;
-   the summed resident memory of the tree is sampled every 200 ms meanwhile;
-4. read each process's peak RSS (VmHWM), stop the server (SIGTERM, 30 s, then SIGKILL).
+2. warm it up with an unmeasured run of the load tool (`--warmup` seconds);
+3. sample the CPU time of the server's whole process tree, run a fixed
+   number of requests (`darkroom bench --requests N`), sample again; the
+   tree's summed PSS (proportional set size: shared libraries counted once
+   across the peer's worker processes) is sampled every 200 ms meanwhile,
+   all processes at the same moment, and the peak of that sum is reported;
+4. stop the server (SIGTERM, 30 s, then SIGKILL).
 
-Then prints one table: throughput, latency, CPU seconds per photo, peak RSS,
-errors and mean batch size, with the ratio Darkroom / peer. Standard library
-only; the peer's venv is created (pip, hash-pinned) when missing.
+The peer runs one uvicorn worker per core with one ONNX Runtime thread
+each, and its numeric libraries capped at one thread per worker
+(OMP/OpenBLAS/MKL, `cv2.setNumThreads(1)`), so no pool spins beside ONNX
+Runtime. Standard library only; the peer's venv is created (pip,
+hash-pinned) when missing.
 """
 
 from __future__ import annotations
@@ -117,8 +129,21 @@ def tree_kib(root: int, key: str) -> int:
     return sum(status_kib(pid, key) for pid in process_tree(root))
 
 
-class RssSampler(threading.Thread):
-    """Max over time of the tree's summed VmRSS, every `period` seconds."""
+def pss_kib(pid: int) -> int:
+    """The process's proportional set size (its private pages plus its share
+    of pages it shares), from smaps_rollup; 0 for a process gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class PssSampler(threading.Thread):
+    """The peak over time of the tree's summed PSS, every `period` seconds:
+    each sample reads every process of the tree at one moment."""
 
     def __init__(self, root: int, period: float = 0.2):
         super().__init__(daemon=True)
@@ -128,7 +153,8 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
-            self.max_kib = max(self.max_kib, tree_kib(self.root, "VmRSS"))
+            total = sum(pss_kib(pid) for pid in process_tree(self.root))
+            self.max_kib = max(self.max_kib, total)
             self._halt.wait(self.period)
 
     def stop(self) -> int:
@@ -280,13 +306,20 @@ def ensure_peer_venv(home: Path) -> Path:
 # Load
 
 
-def run_bench(darkroom: Path, url: str, args, duration: float, as_json: bool) -> dict | None:
+def run_bench(darkroom: Path, url: str, args, as_json: bool, duration: float | None = None,
+              requests: int | None = None) -> dict | None:
+    """One run of the load tool: `duration` seconds or `requests` requests."""
     cmd = [str(darkroom), "bench", "--url", url, "--photos", str(args.photos),
            "--concurrency", str(args.concurrency), "--images-per-request", str(args.images_per_request),
-           "--duration", f"{duration:g}", "--warmup", "0"]
+           "--warmup", "0"]
+    if requests is not None:
+        cmd += ["--requests", str(requests)]
+        limit = 900.0
+    else:
+        cmd += ["--duration", f"{duration:g}"]
+        limit = duration + 120
     if as_json:
         cmd.append("--json")
-    limit = duration + 120
     try:
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired:
@@ -321,18 +354,17 @@ def measure(server: Server, ready, darkroom: Path, args) -> dict:
     say(f"{server.name} ready after {ready_s:.1f} s on {server.url}")
     if args.warmup > 0:
         say(f"{server.name}: warm-up, {args.warmup:g} s (not measured)")
-        run_bench(darkroom, server.url, args, args.warmup, as_json=False)
+        run_bench(darkroom, server.url, args, as_json=False, duration=args.warmup)
     server.check_alive()
-    sampler = RssSampler(server.proc.pid)
+    sampler = PssSampler(server.proc.pid)
     sampler.start()
     cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
-    say(f"{server.name}: measured run, {args.duration:g} s")
+    say(f"{server.name}: measured run, {args.requests} requests")
     try:
-        result = run_bench(darkroom, server.url, args, args.duration, as_json=True)
+        result = run_bench(darkroom, server.url, args, as_json=True, requests=args.requests)
     finally:
         cpu1, t1 = cpu_seconds(server.proc.pid), time.monotonic()
-        max_rss_kib = sampler.stop()
-    hwm_kib = tree_kib(server.proc.pid, "VmHWM")
+        max_pss_kib = sampler.stop()
     server.check_alive()
     photos = result.get("photos") or 0
     cpu = cpu1 - cpu0
@@ -343,16 +375,16 @@ def measure(server: Server, ready, darkroom: Path, args) -> dict:
         "cpu_s": cpu,
         "cpu_s_per_photo": cpu / photos if photos else None,
         "cpu_cores_busy": cpu / (t1 - t0) if t1 > t0 else None,
-        "peak_rss_mib": max(max_rss_kib, hwm_kib) / 1024,
-        "max_summed_rss_mib": max_rss_kib / 1024,
-        "summed_hwm_mib": hwm_kib / 1024,
+        "peak_pss_mib": max_pss_kib / 1024,
     }
 
 
-def run_darkroom(darkroom: Path, args, logdir: Path) -> dict:
+def run_darkroom(name: str, darkroom: Path, args, logdir: Path) -> dict:
     port = free_port()
-    argv = [str(darkroom), "serve", "--home", str(args.home), "--listen", f"127.0.0.1:{port}", *args.serve_arg]
-    server = Server("darkroom", argv, port, logdir)
+    decode = "fast" if name == "darkroom-fast" else "model"
+    argv = [str(darkroom), "serve", "--home", str(args.home), "--listen", f"127.0.0.1:{port}",
+            "--decode", decode, *args.serve_arg]
+    server = Server(name, argv, port, logdir)
     try:
         ready = lambda: http("GET", f"{server.url}/readyz") == 200
         return measure(server, ready, darkroom, args)
@@ -360,14 +392,20 @@ def run_darkroom(darkroom: Path, args, logdir: Path) -> dict:
         server.stop()
 
 
-def run_peer(darkroom: Path, args, logdir: Path) -> dict:
+# One thread per worker for every numeric library the peer's stack may load:
+# otherwise OpenBLAS's and OpenCV's pools spin beside ONNX Runtime.
+PEER_THREAD_CAPS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                    "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+
+
+def run_peer(name: str, darkroom: Path, args, logdir: Path) -> dict:
     python = ensure_peer_venv(args.home)
     port = free_port()
     argv = [str(python), str(PEER_APP), "--home", str(args.home), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(args.peer_workers), "--threads", str(args.peer_threads)]
-    if args.peer_draft:
+    if name == "peer-draft":
         argv.append("--draft")
-    server = Server("peer", argv, port, logdir)
+    server = Server(name, argv, port, logdir, env={**os.environ, **PEER_THREAD_CAPS})
     photo = first_photo(args.photos)
     body = json.dumps({"images": [{"id": photo.name, "data": base64.b64encode(photo.read_bytes()).decode()}]}).encode()
 
@@ -379,6 +417,12 @@ def run_peer(darkroom: Path, args, logdir: Path) -> dict:
         return measure(server, ready, darkroom, args)
     finally:
         server.stop()
+
+
+CONTENDERS = ["darkroom-exact", "peer", "darkroom-fast", "peer-draft"]
+# Like with like: Darkroom's exact decoding against the peer's full decode,
+# its shrink-on-load against Pillow's draft.
+PAIRS = [("darkroom-exact", "peer"), ("darkroom-fast", "peer-draft")]
 
 
 # --------------------------------------------------------------------------
@@ -395,80 +439,76 @@ def fmt(v, digits=1) -> str:
     return f"{v:.{digits}f}"
 
 
-def rows_for(results: dict, args) -> list[tuple[str, dict, str, int]]:
-    """(label, {server: value}, better, digits)."""
-
-    def get(name, *path):
-        v = results.get(name)
-        for key in path:
-            if not isinstance(v, dict):
-                return None
-            v = v.get(key)
-        return v
-
-    names = list(results)
-    rows = [
-        ("throughput (photos/s)", {n: get(n, "bench", "photos_per_second") for n in names}, "higher", 2),
-        ("requests/s", {n: get(n, "bench", "requests_per_second") for n in names}, "higher", 2),
-        ("latency p50 (ms)", {n: get(n, "bench", "latency_ms", "p50") for n in names}, "lower", 1),
-        ("latency p95 (ms)", {n: get(n, "bench", "latency_ms", "p95") for n in names}, "lower", 1),
-        ("latency p99 (ms)", {n: get(n, "bench", "latency_ms", "p99") for n in names}, "lower", 1),
-        ("CPU s per photo", {n: get(n, "cpu_s_per_photo") for n in names}, "lower", 4),
-        ("CPU cores busy", {n: get(n, "cpu_cores_busy") for n in names}, "", 2),
-        ("peak RSS (MiB)", {n: get(n, "peak_rss_mib") for n in names}, "lower", 0),
-        ("photos analysed", {n: get(n, "bench", "photos") for n in names}, "", 0),
-    ]
-    errors = {}
-    for n in names:
-        e = get(n, "bench", "errors")
-        if isinstance(e, dict):
-            total = sum(int(c) for c in e.values())
-            errors[n] = f"{total}" + (" (" + ", ".join(f"{k} {c}" for k, c in sorted(e.items())) + ")" if total else "")
-        else:
-            errors[n] = e
-    rows.append(("errors", errors, "", 0))
-    models: list[str] = []
-    for n in names:
-        mb = get(n, "bench", "mean_batch_size")
-        if isinstance(mb, dict):
-            models += [m for m in mb if m not in models]
-    for m in models:
-        vals = {}
-        for n in names:
-            mb = get(n, "bench", "mean_batch_size")
-            if isinstance(mb, dict) and m in mb:
-                vals[n] = mb[m]
-            elif n == "peer":
-                # The peer runs each request's images as one batch, by construction.
-                vals[n] = f"{args.images_per_request} (= per request)"
-        rows.append((f"mean batch: {m}", vals, "", 1))
-    if not models:
-        vals = {n: f"{args.images_per_request} (= per request)" if n == "peer" else None for n in names}
-        rows.append(("mean batch size", vals, "", 1))
-    return rows
+def median(values: list[float]) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def render(results: dict, args, markdown: bool) -> str:
-    names = list(results)
-    both = "darkroom" in results and "peer" in results
-    header = ["metric", *names] + (["darkroom / peer"] if both else [])
+# (label, how to read it from one run, better, digits)
+METRICS = [
+    ("throughput (photos/s)", lambda r: r["bench"].get("photos_per_second"), "higher", 1),
+    ("latency p50 (ms)", lambda r: (r["bench"].get("latency_ms") or {}).get("p50"), "lower", 0),
+    ("latency p99 (ms)", lambda r: (r["bench"].get("latency_ms") or {}).get("p99"), "lower", 0),
+    ("CPU s per photo", lambda r: r.get("cpu_s_per_photo"), "lower", 4),
+    ("peak PSS (MiB)", lambda r: r.get("peak_pss_mib"), "lower", 0),
+    ("errors", lambda r: sum(int(c) for c in (r["bench"].get("errors") or {}).values()), "", 0),
+]
+
+
+def summary(results: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
+    """{contender: {metric: {median, min, max, runs}}}."""
+    out: dict[str, dict[str, dict]] = {}
+    for name, runs in results.items():
+        out[name] = {}
+        for label, read, _, _ in METRICS:
+            values = [read(r) for r in runs]
+            values = [v for v in values if v is not None]
+            out[name][label] = {"median": median(values), "min": min(values, default=None),
+                                "max": max(values, default=None), "runs": values}
+    return out
+
+
+def render(results: dict[str, list[dict]], args, markdown: bool) -> str:
+    stats = summary(results)
+    names = [n for n in CONTENDERS if n in results]
+    header = ["metric", *names]
     table = []
-    for label, vals, better, digits in rows_for(results, args):
-        row = [label] + [fmt(vals.get(n), digits) for n in names]
-        if both:
-            a, b = vals.get("darkroom"), vals.get("peer")
-            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b and better:
-                row.append(f"{a / b:.2f}× ({better} is better)")
-            else:
-                row.append("")
+    for label, _, _, digits in METRICS:
+        row = [label]
+        for n in names:
+            m = stats[n][label]
+            cell = fmt(m["median"], digits)
+            if m["min"] is not None and m["max"] is not None and m["max"] != m["min"]:
+                cell += f" [{fmt(m['min'], digits)}–{fmt(m['max'], digits)}]"
+            row.append(cell)
         table.append(row)
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in table]
-        return "\n".join(out)
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, table)])
+    pairs = [(a, b) for a, b in PAIRS if a in stats and b in stats]
+    ratio_header = ["ratio of medians", *(f"{a} / {b}" for a, b in pairs)]
+    ratios = []
+    for label, _, better, _ in METRICS:
+        if not better:
+            continue
+        row = [f"{label} ({better} is better)"]
+        for a, b in pairs:
+            x, y = stats[a][label]["median"], stats[b][label]["median"]
+            row.append(f"{x / y:.2f}×" if x is not None and y else "–")
+        ratios.append(row)
+    tables = [(header, table)] + ([(ratio_header, ratios)] if pairs else [])
+    out = []
+    for head, rows in tables:
+        if markdown:
+            out.append("| " + " | ".join(head) + " |")
+            out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|")
+            out += ["| " + " | ".join(r) + " |" for r in rows]
+        else:
+            widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+            line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            out += [line(head), "  ".join("-" * w for w in widths), *map(line, rows)]
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def machine() -> str:
@@ -497,26 +537,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=Path, help="photos the load tool sends (default: HOME/photos/camera)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out photos whose name matches, e.g. --exclude 'Elephants*' (repeatable)")
+    p.add_argument("--contenders", default=",".join(CONTENDERS),
+                   help=f"comma-separated, from {', '.join(CONTENDERS)} (default: all four)")
+    p.add_argument("--trials", type=int, default=3, help="runs of each contender, interleaved (default 3)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     p.add_argument("--images-per-request", type=int, default=4)
-    p.add_argument("--duration", type=float, default=20, help="measured seconds per server")
-    p.add_argument("--warmup", type=float, default=3, help="unmeasured seconds of load first")
+    p.add_argument("--requests", type=int, default=160, help="measured requests per run (default 160)")
+    p.add_argument("--warmup", type=float, default=5, help="unmeasured seconds of load first (default 5)")
     p.add_argument("--darkroom", type=Path, default=ROOT / "target/release/darkroom")
-    p.add_argument("--only", choices=["darkroom", "peer"])
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", type=Path, help="also write the raw measurements here")
     p.add_argument("--peer-workers", type=int, default=os.cpu_count() or 1, help="uvicorn workers (default: CPU count)")
     p.add_argument("--peer-threads", type=int, default=1, help="ONNX Runtime intra-op threads per session in the peer")
-    p.add_argument("--peer-draft", action="store_true", help="peer decodes JPEGs with Image.draft")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `darkroom serve`, e.g. --serve-arg=--threads=2 (repeatable)")
+                   help="extra argument for `darkroom serve`, e.g. --serve-arg=--intra-threads=2 (repeatable)")
     args = p.parse_args(argv)
 
     args.home = args.home if args.home.is_absolute() else (Path.cwd() / args.home)
     args.photos = args.photos or args.home / "photos/camera"
     darkroom = args.darkroom if args.darkroom.is_absolute() else Path.cwd() / args.darkroom
-    if min(args.concurrency, args.images_per_request) < 1 or args.duration <= 0 or args.warmup < 0:
-        raise Fail("--concurrency and --images-per-request must be at least 1, --duration positive")
+    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = [c for c in contenders if c not in CONTENDERS]
+    if unknown or not contenders:
+        raise Fail(f"--contenders: unknown {unknown} (known: {', '.join(CONTENDERS)})")
+    if min(args.concurrency, args.images_per_request, args.requests, args.trials) < 1 or args.warmup < 0:
+        raise Fail("--concurrency, --images-per-request, --requests and --trials must be at least 1")
     if not darkroom.is_file() or not os.access(darkroom, os.X_OK):
         raise Fail(f"{darkroom} not found: run ./scripts/setup.sh first (it builds target/release/darkroom)")
     if not (args.home / "models").is_dir():
@@ -537,29 +582,32 @@ def main(argv: list[str] | None = None) -> int:
     r = subprocess.run([str(darkroom), "bench", "--help"], capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         raise Fail(f"{darkroom} has no working `bench` command (the load tool); rebuild it:\n{r.stderr.strip()[-1000:]}")
-    if args.only != "peer":
+    if any(c.startswith("darkroom") for c in contenders):
         r = subprocess.run([str(darkroom), "serve", "--help"], capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             raise Fail(f"{darkroom} has no working `serve` command; rebuild it:\n{r.stderr.strip()[-1000:]}")
 
-    servers = ["darkroom", "peer"] if args.only is None else [args.only]
-    results: dict[str, dict] = {}
-    for name in servers:
-        runner = run_darkroom if name == "darkroom" else run_peer
-        results[name] = runner(darkroom, args, logdir)
+    order = [c for c in CONTENDERS if c in contenders]
+    results: dict[str, list[dict]] = {c: [] for c in order}
+    for trial in range(1, args.trials + 1):
+        for name in order:
+            say(f"trial {trial}/{args.trials}: {name}")
+            runner = run_darkroom if name.startswith("darkroom") else run_peer
+            results[name].append(runner(name, darkroom, args, logdir))
 
     print()
     print(f"machine: {machine()}")
     print(f"load: {args.concurrency} requests in flight, {args.images_per_request} photos per request, "
-          f"{args.duration:g} s measured after {args.warmup:g} s warm-up, photos from {args.photos}")
+          f"{args.requests} requests measured after {args.warmup:g} s warm-up, photos from {args.photos}")
     print(f"peer: {args.peer_workers} uvicorn workers, {args.peer_threads} ONNX Runtime thread(s) per session, "
-          f"draft {'on' if args.peer_draft else 'off'}")
-    print("CPU and RSS: the server's whole process tree; the load tool runs on the same machine and is not counted.")
+          f"numeric libraries at 1 thread per worker")
+    print(f"{args.trials} trials per contender, interleaved; median [min–max]. CPU and PSS: the server's "
+          "whole process tree (PSS summed at one moment); the load tool runs on the same machine and is not counted.")
     print()
     print(render(results, args, args.markdown))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-                                         "results": results}, indent=2) + "\n")
+                                         "results": results, "summary": summary(results)}, indent=2) + "\n")
     shutil.rmtree(logdir, ignore_errors=True)
     return 0
 

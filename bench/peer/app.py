@@ -38,6 +38,10 @@ from fastapi import FastAPI
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
+# One thread per worker process: OpenCV's own pool would spin beside ONNX
+# Runtime's (bench/compare.py also caps OMP/OpenBLAS/MKL through the environment).
+cv2.setNumThreads(1)
+
 # Settings travel to uvicorn's worker processes through the environment,
 # since each worker imports this module afresh from "app:app".
 ENV_HOME = "DARKROOM_PEER_HOME"
