@@ -892,7 +892,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"set 12mp: {len(ph)} {CROP_W}×{CROP_H} crops (left, centre, right) of the 18 MP {ELEPHANTS}, "
                   f"re-encoded by Pillow as baseline JPEG q{CROP_QUALITY} ({ctx.home / 'bench/photos-12mp'})")
     print(f"each output: fit inside W×W keeping the aspect, JPEG q{QUALITY}; each timed run renders the set "
-          f"repeated to ≥ {min_run} photos; best of {ctx.repeat} after one untimed run")
+          f"repeated to ≥ {min_run} photos (vipsthumbnail: ≥ {VIPS_PHOTOS_PER_PROCESS} per process); "
+          f"best of {ctx.repeat} after one untimed run")
     notes = {
         "darkroom": "whole `darkroom thumbnails` process timed (--jobs 1, then --jobs %d)" % ctx.cores,
         "http": "mean latency with 1 client; photos/s with %d client threads (keep-alive); CPU and RSS of the "
@@ -904,7 +905,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for c in only:
         print(f"  {LABELS[c]}: {notes[c]}")
-    print("PSNR: against Pillow from a full decode, exif_transpose, LANCZOS resize to the output's exact size")
+    print("PSNR: against two references of a full decode, exif_transpose, resized to the output's exact size: "
+          "Pillow's LANCZOS, and a float64 Lanczos-3 of this script's own")
     print()
     print(render(ctx, results, args.markdown))
     if args.json:
