@@ -497,11 +497,7 @@ impl Analyzer {
                 *slot = Some(output);
             }
         }
-        let input = HeadInput {
-            backbones: &self.backbone_names,
-            prepared,
-            outputs: &indexed,
-        };
+        let input = HeadInput::new(&self.backbone_names, prepared, &indexed);
         let mut result = PhotoAnalysis::empty(photo_id, [prepared.original.0, prepared.original.1]);
         for head in heads {
             head.apply(&input, opts, &mut result);

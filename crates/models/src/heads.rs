@@ -10,6 +10,7 @@
 //! A head is immutable once made; the engine's registry swaps whole sets,
 //! so a request finishes with the set it started with.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use domain::analysis::{Embedding, Face, PhotoAnalysis};
@@ -23,25 +24,63 @@ use crate::faces::{self, Anchor};
 use crate::repository::FaceDetectorSpec;
 
 /// What a head reads for one photo: the outputs of the backbones that ran
-/// (by model name and output role), the prepared photo's facts.
+/// (by model name and output role), the prepared photo's facts, and what
+/// several heads derive from them (class probabilities, the normalised
+/// embedding), computed once per photo however many heads read them.
 pub struct HeadInput<'a> {
-    pub(crate) backbones: &'a [String],
-    pub(crate) prepared: &'a Prepared,
+    backbones: &'a [String],
+    prepared: &'a Prepared,
     /// Indexed like `backbones`: `None` for a backbone that did not run.
-    pub(crate) outputs: &'a [Option<crate::analyzer::BackboneOutput>],
+    outputs: &'a [Option<crate::analyzer::BackboneOutput>],
+    /// Softmax of each backbone's `logits`, on first use.
+    probs: Vec<OnceCell<Option<Vec<f32>>>>,
+    /// Each backbone's `features`, L2-normalised, on first use.
+    embeddings: Vec<OnceCell<Option<Embedding>>>,
 }
 
-impl HeadInput<'_> {
+impl<'a> HeadInput<'a> {
+    pub(crate) fn new(
+        backbones: &'a [String],
+        prepared: &'a Prepared,
+        outputs: &'a [Option<crate::analyzer::BackboneOutput>],
+    ) -> HeadInput<'a> {
+        HeadInput {
+            backbones,
+            prepared,
+            outputs,
+            probs: backbones.iter().map(|_| OnceCell::new()).collect(),
+            embeddings: backbones.iter().map(|_| OnceCell::new()).collect(),
+        }
+    }
+
+    fn index(&self, model: &str) -> Option<usize> {
+        self.backbones.iter().position(|b| b == model)
+    }
+
     /// One output of `model` for this photo (`logits`, `features`, ...).
     pub fn output(&self, model: &str, role: &str) -> Option<&[f32]> {
-        let i = self.backbones.iter().position(|b| b == model)?;
-        self.outputs.get(i)?.as_ref()?.get(role)
+        self.outputs.get(self.index(model)?)?.as_ref()?.get(role)
+    }
+
+    /// `model`'s class probabilities (the softmax of its `logits`).
+    pub fn probs(&self, model: &str) -> Option<&[f32]> {
+        let i = self.index(model)?;
+        self.probs[i]
+            .get_or_init(|| self.output(model, "logits").map(softmax))
+            .as_deref()
+    }
+
+    /// `model`'s pooled `features`, L2-normalised: the embedding.
+    pub fn embedding(&self, model: &str) -> Option<&Embedding> {
+        let i = self.index(model)?;
+        self.embeddings[i]
+            .get_or_init(|| self.output(model, "features").map(Embedding::normalized))
+            .as_ref()
     }
 
     /// How `model`'s input was cut from the photo (to map boxes back).
     pub fn transform(&self, model: &str) -> Option<&Transform> {
-        let i = self.backbones.iter().position(|b| b == model)?;
-        self.prepared.transform(i)
+        self.prepared.transform(self.index(model)?)
     }
 
     /// The photo's BRISQUE score, if it was computed (and finite).
@@ -93,13 +132,12 @@ impl Head for ConceptsHead {
     }
 
     fn apply(&self, input: &HeadInput<'_>, opts: &AnalyzeOptions, out: &mut PhotoAnalysis) {
-        let Some(logits) = input.output(&self.model, "logits") else {
+        let Some(probs) = input.probs(&self.model) else {
             return;
         };
-        let probs = softmax(logits);
         out.confidence = probs.iter().copied().fold(0.0, f32::max);
         out.concepts.extend(self.map.score(
-            &probs,
+            probs,
             &ConceptOptions {
                 top_k: opts.top_k,
                 min_confidence: opts.min_confidence,
@@ -132,9 +170,7 @@ impl Head for EmbeddingHead {
         if !opts.embedding {
             return;
         }
-        if let Some(features) = input.output(&self.model, "features") {
-            out.embedding = Some(Embedding::normalized(features));
-        }
+        out.embedding = input.embedding(&self.model).cloned();
     }
 }
 
@@ -262,11 +298,11 @@ impl Head for CaptionsHead {
     }
 
     fn apply(&self, input: &HeadInput<'_>, _: &AnalyzeOptions, out: &mut PhotoAnalysis) {
-        let Some(logits) = input.output(&self.classifier, "logits") else {
+        let Some(probs) = input.probs(&self.classifier) else {
             return;
         };
         let classes = self.map.score(
-            &softmax(logits),
+            probs,
             &ConceptOptions {
                 top_k: 5,
                 min_confidence: 0.0,
@@ -343,13 +379,13 @@ impl Head for LinearConceptHead {
     }
 
     fn apply(&self, input: &HeadInput<'_>, opts: &AnalyzeOptions, out: &mut PhotoAnalysis) {
-        let Some(features) = input.output(&self.model, "features") else {
+        let Some(embedding) = input.embedding(&self.model) else {
             return;
         };
-        if features.len() != self.weights.len() {
+        if embedding.dims() != self.weights.len() {
             return;
         }
-        let score = self.score(&Embedding::normalized(features).0);
+        let score = self.score(&embedding.0);
         if score >= opts.min_confidence {
             out.concepts.push((self.concept.clone(), score));
         }
