@@ -146,6 +146,7 @@ pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             max_pixels: args.max_pixels,
         },
         max_queued_images: window,
+        ..Admission::default()
     };
     let engine =
         Arc::new(Engine::load(home, &config, admission, Arc::new(())).context("loading models")?);
@@ -214,7 +215,11 @@ async fn analyze_one(
     id: IdMode,
     opts: &RequestOptions,
 ) -> Result<PhotoAnalysis, String> {
-    let _permit = engine.admit_waiting(1).await;
+    // Counted as one photo before the file is read: the window of photos
+    // in flight, not their price, bounds what the command line holds.
+    let ticket = engine
+        .admit_waiting(engine::admission::Cost::new(0, 0, 1))
+        .await;
     let read_path = path.to_path_buf();
     let (photo_id, bytes) = engine
         .on_pool(move || {
@@ -228,7 +233,7 @@ async fn analyze_one(
         .await
         .map_err(|e| e.to_string())??;
     engine
-        .analyze(photo_id, bytes, opts)
+        .analyze(photo_id, bytes, opts, ticket)
         .await
         .map_err(|e| format!("{e} ({})", e.code()))
 }

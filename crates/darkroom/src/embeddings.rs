@@ -229,10 +229,13 @@ impl Job {
             Ok(None) => return Outcome::Vanished,
             Err(e) => return Outcome::Failed(format!("reading the original: {e}")),
         };
-        let _permit = self.engine.admit_waiting(1).await;
+        let ticket = self
+            .engine
+            .admit_waiting(self.engine.estimate(&bytes))
+            .await;
         let analysis = match self
             .engine
-            .analyze(id.to_string(), bytes.to_vec(), &self.opts)
+            .analyze(id.to_string(), bytes.to_vec(), &self.opts, ticket)
             .await
         {
             Ok(analysis) => analysis,

@@ -30,6 +30,13 @@ pub struct Analyzed {
 
 /// The analysis stage's model work: every loaded model, with the embedding.
 pub trait Analyze: Send + Sync + 'static {
+    /// Resolves when another photo could be taken on without a long wait:
+    /// workers pull a job only then, so that what they pull is what the
+    /// model runtime can take (and the rest stays queued for others).
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     fn analyze(
         &self,
         photo_id: String,

@@ -23,6 +23,10 @@ pub enum EngineError {
     /// A model failed on the batch the photo was in.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The request's deadline passed (or would, before its turn came)
+    /// before the photo was decoded: dropped, not worked on.
+    #[error("the request's deadline passed before the photo was decoded")]
+    DeadlineExceeded,
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -37,6 +41,7 @@ impl EngineError {
             EngineError::Overloaded { .. } => "overloaded",
             EngineError::Image(e) => e.code(),
             EngineError::Inference(_) => "inference_failed",
+            EngineError::DeadlineExceeded => "deadline_exceeded",
             EngineError::ShuttingDown => "shutting_down",
         }
     }

@@ -2,19 +2,23 @@
 //! workers and the command line: one code path from a photo's bytes to its
 //! analysis.
 //!
-//! A photo's path: admission (a permit per photo, refused when the engine
-//! holds `max_queued_images`) → decode and the selected backbones' inputs
+//! A photo's path: admission (priced from its header, refused when the
+//! expected queue wait or a budget of work or memory would be passed, see
+//! [`admission`]) → a deadline check → decode and the selected backbones' inputs
 //! on the CPU pool → one dynamic batcher per backbone, all at once → the
 //! request's heads turn the raw outputs into a `PhotoAnalysis`. The pool
 //! prepares the next photos while the batchers' threads run the previous
 //! batch, so decoding and inference overlap.
 //!
+//! - [`admission`]: what a photo costs, and the gate that admits by cost
+//!   and by expected wait.
 //! - [`config`]: the `[engine]` section and the admission limits.
 //! - [`error`]: [`EngineError`], the engine's one error type.
 //! - [`heads`]: the head registry, swapped atomically while serving.
 //! - [`observer`]: what the engine reports, for metrics.
 //! - [`pipeline`]: the engine as the reviewing pipeline's analysis stage.
 
+pub mod admission;
 pub mod config;
 pub mod error;
 pub mod heads;
@@ -29,7 +33,9 @@ use domain::analysis::PhotoAnalysis;
 use models::analyzer::{Analyzer, BackboneInfo, BackboneOutput, LoadOptions, Prepared, Selection};
 use models::heads::Head;
 use models::{Home, ModelConfig, Repository};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
+
+use admission::{Cost, Gate, Refusal, Ticket};
 
 pub use config::{Admission, BatchingOverrides, DecodeChoice, EngineConfig};
 pub use error::EngineError;
@@ -71,6 +77,9 @@ pub struct RequestOptions {
     /// The snapshot's generation, for tests and logs.
     generation: u64,
     selection: Selection,
+    /// When the caller stops waiting: photos not yet decoded by then are
+    /// dropped as `deadline_exceeded`.
+    deadline: Option<Instant>,
 }
 
 impl RequestOptions {
@@ -78,6 +87,24 @@ impl RequestOptions {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+
+    /// Drops the request's photos not yet decoded when `deadline` passes.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> RequestOptions {
+        self.deadline = deadline;
+        self
+    }
+}
+
+/// A snapshot of the admission gate, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AdmissionGauge {
+    /// Work, memory and photos admitted and not yet answered.
+    pub in_flight: Cost,
+    /// The service rate measured while saturated, in core-microseconds
+    /// of priced work per second.
+    pub rate: f64,
+    /// How long the work in flight should take to drain.
+    pub expected_wait: Duration,
 }
 
 /// A snapshot of one batcher's queue, for metrics.
@@ -95,9 +122,8 @@ pub struct Engine {
     pool: rayon::ThreadPool,
     backbones: Vec<BackboneBatcher>,
     heads: HeadRegistry,
-    /// One permit per photo admitted and not yet answered; taking a request's
-    /// permits without waiting is the admission decision.
-    admitted: Arc<Semaphore>,
+    /// Admits photos by their cost and the expected wait.
+    gate: Arc<Gate>,
     admission: Admission,
     observer: Arc<dyn EngineObserver>,
     /// The loaded models' configs, with the batching actually in effect.
@@ -153,8 +179,9 @@ impl Engine {
                 let batcher_config = BatcherConfig {
                     max_batch_size: info.batching.max_batch_size,
                     max_queue_delay: Duration::from_millis(info.batching.max_queue_delay_ms),
-                    // Admission happens before the batchers (`admitted`), so
-                    // every admitted photo fits in every queue.
+                    // Admission happens before the batchers (`gate`), which
+                    // admits at most this many photos: every one fits in
+                    // every queue.
                     queue_capacity,
                     instances: info.batching.instances,
                 };
@@ -191,7 +218,7 @@ impl Engine {
             analyzer,
             pool,
             backbones,
-            admitted: Arc::new(Semaphore::new(queue_capacity)),
+            gate: Gate::new(admission.budget(config.cpu_workers()), config.cpu_workers()),
             admission,
             observer,
             configs,
@@ -287,38 +314,86 @@ impl Engine {
             heads,
             generation: snapshot.generation(),
             selection,
+            deadline: None,
         })
     }
 
-    /// Admits `photos` photos or refuses at once; the permit is held until
-    /// they are answered.
-    pub fn admit(&self, photos: usize) -> Result<OwnedSemaphorePermit, EngineError> {
-        let photos = u32::try_from(photos).unwrap_or(u32::MAX);
-        self.admitted
-            .clone()
-            .try_acquire_many_owned(photos)
-            .map_err(|_| EngineError::Overloaded {
-                retry_after: self.retry_after(),
-            })
+    /// What `bytes` will cost, from the header: the decode the loaded
+    /// models need (shrink-on-load included), preprocessing and inference.
+    pub fn estimate(&self, bytes: &[u8]) -> Cost {
+        let plan = self.analyzer.decode_plan();
+        imaging::estimate_decode(bytes, &self.admission.image, |(w, h)| plan.min_size(w, h))
+            .map_or_else(
+                |_| admission::unreadable_cost(bytes.len()),
+                |e| admission::photo_cost(&e, bytes.len()),
+            )
     }
 
-    /// Admits `photos` photos, waiting for room: for callers whose own
-    /// concurrency bounds what they hold (the pipeline's workers, the CLI).
-    pub async fn admit_waiting(&self, photos: u32) -> OwnedSemaphorePermit {
-        self.admitted
-            .clone()
-            .acquire_many_owned(photos)
+    /// Admits `cost` or refuses at once: 429 when the expected queue wait
+    /// or a budget would be passed, `deadline_exceeded` when the wait alone
+    /// would outlast `deadline`. The ticket is held until the work is answered.
+    pub fn admit(&self, cost: Cost, deadline: Option<Instant>) -> Result<Ticket, EngineError> {
+        let wait_limit = match deadline {
+            None => None,
+            Some(d) => Some(
+                d.checked_duration_since(Instant::now())
+                    .ok_or(EngineError::DeadlineExceeded)?,
+            ),
+        };
+        self.gate.try_admit(cost, wait_limit).map_err(refused)
+    }
+
+    /// Replaces a ticket's estimate (a body's, once its photos are read):
+    /// refused only when it grew past a budget of work, memory or photos
+    /// (the expected wait was checked on admission).
+    pub fn reestimate(&self, ticket: &mut Ticket, cost: Cost) -> Result<(), EngineError> {
+        ticket.reestimate(cost).map_err(refused)
+    }
+
+    /// Admits `cost`, waiting for room: for callers whose own concurrency
+    /// bounds what they hold (the CLI).
+    pub async fn admit_waiting(&self, cost: Cost) -> Ticket {
+        self.gate.admit_waiting(cost, None).await
+    }
+
+    /// What the pipeline's workers take: half the expected wait the API
+    /// is admitted with, so that interactive requests keep the rest.
+    pub fn background_wait(&self) -> Duration {
+        self.gate.budget().max_queue_wait / 2
+    }
+
+    /// Admits `cost` for background work, waiting until the expected wait
+    /// is within [`Engine::background_wait`].
+    pub async fn admit_background(&self, cost: Cost) -> Ticket {
+        self.gate
+            .admit_waiting(cost, Some(self.background_wait()))
             .await
-            .expect("the admission semaphore is never closed")
     }
 
-    /// The batchers' estimate of how long a full queue takes to drain.
+    /// Waits until the engine could take background work: the pipeline's
+    /// workers pull a job only then, so they pull what it can take.
+    pub async fn room_for_background(&self) {
+        self.gate.wait_within(self.background_wait()).await
+    }
+
+    /// The gate's view, for metrics.
+    pub fn admission_gauge(&self) -> AdmissionGauge {
+        AdmissionGauge {
+            in_flight: self.gate.in_flight(),
+            rate: self.gate.rate(),
+            expected_wait: self.gate.expected_wait(),
+        }
+    }
+
+    /// The bytes admitted photos may hold at once.
+    pub fn memory_budget(&self) -> u64 {
+        self.gate.budget().max_memory
+    }
+
+    /// When the work in flight now is expected to have drained: the
+    /// `Retry-After` of a refusal made before any photo is priced.
     pub fn retry_after(&self) -> Duration {
-        self.backbones
-            .iter()
-            .map(|b| b.batcher.retry_after())
-            .max()
-            .unwrap_or(Duration::from_secs(1))
+        whole_seconds(self.gate.expected_wait())
     }
 
     /// Runs CPU work on the pool. If the caller goes away before the work
@@ -339,14 +414,18 @@ impl Engine {
     }
 
     /// Analyzes one photo: prepare on the pool, then every selected
-    /// backbone through its batcher, then the request's heads. Admission
-    /// ([`Engine::admit`]) is the caller's.
+    /// backbone through its batcher, then the request's heads. `ticket` is
+    /// the photo's admission ([`Engine::admit`]): given back when answered,
+    /// its cost counted towards the measured rate when it succeeds. A photo
+    /// whose deadline passed before its decode began is dropped.
     pub async fn analyze(
         &self,
         photo_id: String,
         bytes: Vec<u8>,
         opts: &RequestOptions,
+        ticket: Ticket,
     ) -> Result<PhotoAnalysis, EngineError> {
+        let deadline = opts.deadline;
         let (analyzer, limits, observer) = (
             self.analyzer.clone(),
             self.admission.image,
@@ -356,9 +435,13 @@ impl Engine {
         let prepared = self
             .on_pool(move || {
                 let started = Instant::now();
+                if deadline.is_some_and(|d| started >= d) {
+                    return Err(EngineError::DeadlineExceeded);
+                }
                 let prepared = analyzer.prepare(&bytes, &limits, &selection);
+                drop(bytes);
                 observer.decoded(started.elapsed());
-                prepared
+                Ok(prepared?)
             })
             .await??;
         let prepared = Arc::new(prepared);
@@ -378,8 +461,25 @@ impl Engine {
             outputs.push((index, output));
         }
         let analyzer = &self.analyzer;
-        Ok(analyzer.finish(photo_id, &prepared, outputs, &opts.heads, &opts.analyze))
+        let analysis = analyzer.finish(photo_id, &prepared, outputs, &opts.heads, &opts.analyze);
+        ticket.completed();
+        Ok(analysis)
     }
+}
+
+/// A gate's refusal as the engine's error, the wait in whole seconds
+/// (`Retry-After`'s unit), rounded up.
+fn refused(refusal: Refusal) -> EngineError {
+    match refusal {
+        Refusal::Busy { retry_after } => EngineError::Overloaded {
+            retry_after: whole_seconds(retry_after),
+        },
+        Refusal::PastDeadline => EngineError::DeadlineExceeded,
+    }
+}
+
+fn whole_seconds(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
 }
 
 /// The analyzer's load options from the `[engine]` section.

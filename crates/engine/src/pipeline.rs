@@ -14,11 +14,16 @@ use crate::{AnalyzeOptions, Engine, EngineError};
 pub struct PipelineAnalyzer(pub Arc<Engine>);
 
 impl Analyze for PipelineAnalyzer {
+    async fn ready(&self) {
+        self.0.room_for_background().await
+    }
+
     async fn analyze(&self, photo_id: String, bytes: Vec<u8>) -> Result<Analyzed, StageError> {
         let engine = &self.0;
-        // Wait for room rather than fail: the worker's concurrency bounds
-        // what it holds, and API callers keep their 429s.
-        let _permit = engine.admit_waiting(1).await;
+        // Wait for room rather than fail, within half the API's expected
+        // wait: the worker's concurrency bounds what it holds, and API
+        // callers keep the rest of the queue (and their 429s).
+        let ticket = engine.admit_background(engine.estimate(&bytes)).await;
         let options = engine
             .options(
                 None,
@@ -29,7 +34,7 @@ impl Analyze for PipelineAnalyzer {
             )
             .map_err(stage_error)?;
         let mut analysis = engine
-            .analyze(photo_id, bytes, &options)
+            .analyze(photo_id, bytes, &options, ticket)
             .await
             .map_err(stage_error)?;
         let embedding = match (analysis.embedding.take(), engine.embedding_model()) {

@@ -1,12 +1,14 @@
 //! The engine over fake models: requests run only the backbones their
 //! heads read, unknown models are refused, and heads change while serving
-//! without a request ever seeing half a change.
+//! without a request ever seeing half a change; admission prices photos,
+//! refuses past its budgets and the expected wait, and drops work whose
+//! deadline passed before its decode.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::{Admission, AnalyzeOptions, Engine, EngineConfig, EngineError};
 use models::analyzer::{Analyzer, LoadOptions};
@@ -18,6 +20,19 @@ use models::{Backend, FakeBackend, ModelEntry, Tensor};
 /// fake classifier's backend.
 fn engine(
     classifier: impl Fn(&Tensor) -> models::Result<models::Outputs> + Send + Sync + 'static,
+) -> Engine {
+    let admission = Admission {
+        max_queued_images: 64,
+        ..Admission::default()
+    };
+    engine_with(classifier, admission, Arc::new(()))
+}
+
+/// [`engine`] with its admission and observer given.
+fn engine_with(
+    classifier: impl Fn(&Tensor) -> models::Result<models::Outputs> + Send + Sync + 'static,
+    admission: Admission,
+    observer: Arc<dyn engine::EngineObserver>,
 ) -> Engine {
     let repo = repository();
     let classifier = Arc::new(classifier);
@@ -35,11 +50,7 @@ fn engine(
         cpu_workers: 2,
         ..EngineConfig::default()
     };
-    let admission = Admission {
-        max_queued_images: 64,
-        ..Admission::default()
-    };
-    Engine::start(&repo, analyzer, &config, admission, Arc::new(())).expect("starts")
+    Engine::start(&repo, analyzer, &config, admission, observer).expect("starts")
 }
 
 /// A trained-concept head over the fake features ([3, 4] → [0.6, 0.8])
@@ -52,6 +63,13 @@ fn probe(name: &str, score: f32) -> Arc<LinearConceptHead> {
         vec![0.0, 0.0],
         bias,
     ))
+}
+
+/// One photo's admission, on an engine with room.
+fn ticket(engine: &Engine) -> engine::admission::Ticket {
+    engine
+        .admit(engine.estimate(&png(64, 64, 200)), None)
+        .expect("room")
 }
 
 fn score_of(concepts: &[(String, f32)], name: &str) -> Option<f32> {
@@ -70,7 +88,7 @@ async fn a_request_runs_only_the_backbones_its_heads_read() {
         .options(Some(&["fake-faces".to_string()]), AnalyzeOptions::default())
         .unwrap();
     let result = engine
-        .analyze("p".into(), png(64, 64, 200), &faces_only)
+        .analyze("p".into(), png(64, 64, 200), &faces_only, ticket(&engine))
         .await
         .unwrap();
     assert_eq!(result.faces.len(), 1);
@@ -82,7 +100,7 @@ async fn a_request_runs_only_the_backbones_its_heads_read() {
         .options(Some(&["captions".to_string()]), AnalyzeOptions::default())
         .unwrap();
     let result = engine
-        .analyze("p".into(), png(64, 64, 200), &captions)
+        .analyze("p".into(), png(64, 64, 200), &captions, ticket(&engine))
         .await
         .unwrap();
     assert_eq!(result.captions[0].caption, "A TABBY CAT");
@@ -104,7 +122,7 @@ async fn an_undecodable_photo_is_a_permanent_image_error() {
     let engine = engine(classify);
     let opts = engine.options(None, AnalyzeOptions::default()).unwrap();
     let e = engine
-        .analyze("p".into(), b"not a photo".to_vec(), &opts)
+        .analyze("p".into(), b"not a photo".to_vec(), &opts, ticket(&engine))
         .await
         .unwrap_err();
     assert!(matches!(e, EngineError::Image(_)), "{e:?}");
@@ -126,7 +144,12 @@ async fn a_request_in_flight_finishes_with_the_head_set_it_started_with() {
     let before = engine.options(None, AnalyzeOptions::default()).unwrap();
     let running = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.analyze("p".into(), png(64, 64, 200), &before).await })
+        tokio::spawn(async move {
+            let ticket = ticket(&engine);
+            engine
+                .analyze("p".into(), png(64, 64, 200), &before, ticket)
+                .await
+        })
     };
     tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(10)))
         .await
@@ -152,7 +175,7 @@ async fn a_request_in_flight_finishes_with_the_head_set_it_started_with() {
     });
     let after = engine.options(None, AnalyzeOptions::default()).unwrap();
     let new = engine
-        .analyze("p".into(), png(64, 64, 200), &after)
+        .analyze("p".into(), png(64, 64, 200), &after, ticket(&engine))
         .await
         .unwrap();
     let forest = score_of(&new.concepts, "forest").expect("the new head ran");
@@ -213,9 +236,10 @@ async fn heads_swapped_under_load_never_mix_sets() {
                     .options(None, AnalyzeOptions::default())
                     .expect("options");
                 let generation = opts.generation();
-                let _permit = engine.admit_waiting(1).await;
+                let photo = png(48, 48, 200);
+                let ticket = engine.admit_waiting(engine.estimate(&photo)).await;
                 let result = engine
-                    .analyze(format!("{client}-{i}"), png(48, 48, 200), &opts)
+                    .analyze(format!("{client}-{i}"), photo, &opts, ticket)
                     .await
                     .expect("analyses");
                 let (a, b) = (
@@ -254,4 +278,177 @@ async fn heads_swapped_under_load_never_mix_sets() {
         finished_on_an_older_set > 0 && generations_seen > 10,
         "{finished_on_an_older_set} requests finished after a swap; {generations_seen} generations seen"
     );
+}
+
+#[test]
+fn photos_are_priced_by_what_their_decode_takes() {
+    let engine = engine(classify);
+    let small = engine.estimate(&png(64, 64, 200));
+    let large = engine.estimate(&png(1024, 1024, 200));
+    assert_eq!((small.photos, large.photos), (1, 1));
+    // 256 times the pixels: more work, and its encoded bytes held.
+    assert!(
+        large.work_us > small.work_us + 1_000,
+        "{small:?} vs {large:?}"
+    );
+    assert!(large.memory > small.memory, "{small:?} vs {large:?}");
+    let unreadable = engine.estimate(b"not a photo");
+    assert!(
+        unreadable.work_us < small.work_us,
+        "it fails at once: {unreadable:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_work_budget_refuses_what_would_pass_it_until_room_comes_back() {
+    let engine = engine_with(
+        classify,
+        Admission {
+            max_work_ms: 20,
+            max_queue_wait: Duration::from_secs(60),
+            ..Admission::default()
+        },
+        Arc::new(()),
+    );
+    let photo = png(64, 64, 200);
+    let cost = engine.estimate(&photo);
+    assert!(
+        cost.work_us >= 14_000,
+        "a photo costs its inference at least: {cost:?}"
+    );
+    // Alone, a photo is always admitted; a second passes 20 ms of work.
+    let first = engine.admit(cost, None).expect("an empty engine admits");
+    match engine.admit(cost, None) {
+        Err(e @ EngineError::Overloaded { retry_after }) => {
+            assert_eq!(e.code(), "overloaded");
+            assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+        }
+        other => panic!("expected overloaded, got {:?}", other.map(|t| t.cost())),
+    }
+    // Answering the first gives its room back.
+    let opts = engine.options(None, AnalyzeOptions::default()).unwrap();
+    engine
+        .analyze("a".into(), photo.clone(), &opts, first)
+        .await
+        .unwrap();
+    let second = engine
+        .admit(cost, None)
+        .expect("room once the first was answered");
+    drop(second);
+    assert_eq!(
+        engine.admission_gauge().in_flight,
+        Default::default(),
+        "nothing held"
+    );
+}
+
+#[test]
+fn a_request_past_the_expected_wait_is_refused_with_that_wait() {
+    let engine = engine_with(
+        classify,
+        Admission {
+            max_queue_wait: Duration::from_millis(100),
+            max_work_ms: 60_000,
+            ..Admission::default()
+        },
+        Arc::new(()),
+    );
+    // 10 core-seconds in flight on 2 pool threads (2 core-seconds a second
+    // before any is measured): 5 s of expected wait.
+    let _held = engine
+        .admit(engine::admission::Cost::new(10_000_000, 0, 1), None)
+        .unwrap();
+    match engine.admit(engine.estimate(&png(64, 64, 200)), None) {
+        Err(EngineError::Overloaded { retry_after }) => {
+            // Room once all but 0.1 s of it has drained: 4.9 s, in whole seconds.
+            assert_eq!(retry_after, Duration::from_secs(5));
+        }
+        other => panic!("expected overloaded, got {:?}", other.map(|t| t.cost())),
+    }
+    // A deadline sooner than the wait is refused as such, at once.
+    let deadline = Instant::now() + Duration::from_millis(50);
+    match engine.admit(engine.estimate(&png(64, 64, 200)), Some(deadline)) {
+        Err(e @ EngineError::DeadlineExceeded) => assert_eq!(e.code(), "deadline_exceeded"),
+        other => panic!(
+            "expected deadline_exceeded, got {:?}",
+            other.map(|t| t.cost())
+        ),
+    }
+}
+
+/// Counts decodes.
+#[derive(Default)]
+struct Decodes(AtomicUsize);
+
+impl engine::EngineObserver for Decodes {
+    fn decoded(&self, _elapsed: Duration) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_whose_deadline_passes_while_queued_is_dropped_before_decode() {
+    let decodes = Arc::new(Decodes::default());
+    let engine = Arc::new(engine_with(classify, Admission::default(), decodes.clone()));
+    // Both pool threads busy until the test says so: the photo queues.
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let mut blockers = Vec::new();
+    for _ in 0..2 {
+        let released = released.clone();
+        let engine = engine.clone();
+        blockers.push(tokio::spawn(async move {
+            engine
+                .on_pool(move || {
+                    let _ = released
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(10));
+                })
+                .await
+        }));
+    }
+    // A photo's request options and admission, with a deadline `ms` away.
+    let with_deadline = |engine: &Engine, photo: &[u8], ms: u64| {
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        let opts = engine
+            .options(None, AnalyzeOptions::default())
+            .unwrap()
+            .with_deadline(Some(deadline));
+        let ticket = engine
+            .admit(engine.estimate(photo), Some(deadline))
+            .unwrap();
+        (opts, ticket)
+    };
+    let photo = png(64, 64, 200);
+    let (opts, ticket) = with_deadline(&engine, &photo, 100);
+    let queued = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.analyze("late".into(), photo, &opts, ticket).await })
+    };
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    for b in blockers {
+        b.await.unwrap().unwrap();
+    }
+    let e = queued.await.unwrap().unwrap_err();
+    assert!(matches!(e, EngineError::DeadlineExceeded), "{e:?}");
+    assert_eq!(e.code(), "deadline_exceeded");
+    assert!(!e.is_permanent(), "another try may well make it");
+    assert_eq!(decodes.0.load(Ordering::SeqCst), 0, "never decoded");
+    assert_eq!(
+        engine.admission_gauge().in_flight,
+        Default::default(),
+        "its room was given back"
+    );
+
+    // With time to spare, the same request is decoded and answered.
+    let photo = png(64, 64, 200);
+    let (opts, ticket) = with_deadline(&engine, &photo, 30_000);
+    engine
+        .analyze("on time".into(), photo, &opts, ticket)
+        .await
+        .unwrap();
+    assert_eq!(decodes.0.load(Ordering::SeqCst), 1);
 }

@@ -84,13 +84,7 @@ pub fn decode_to_fit(
     let stored = match (header.format, frame) {
         (Format::Jpeg, Some(frame)) => {
             // min_size is in oriented axes; the decoder scales stored axes.
-            let min = min_size.map(|(w, h)| {
-                if header.orientation >= 5 {
-                    (h, w)
-                } else {
-                    (w, h)
-                }
-            });
+            let min = min_size.map(|size| stored_axes(&header, size));
             decode_jpeg(bytes, &header, frame, min, limits)?
         }
         (Format::Png | Format::Webp, _) => decode_with_image(bytes, &header)?,
@@ -104,6 +98,61 @@ pub fn decode_to_fit(
         image: apply_orientation(stored, header.orientation),
         original_width,
         original_height,
+    })
+}
+
+/// A size in oriented axes, in the stored axes the decoder scales.
+fn stored_axes(header: &Header, (w, h): (u32, u32)) -> (u32, u32) {
+    if header.orientation >= 5 {
+        (h, w)
+    } else {
+        (w, h)
+    }
+}
+
+/// What decoding a photo takes, read from its header alone: what admission
+/// prices a photo by before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeEstimate {
+    pub format: Format,
+    /// Pixels the decode produces (fewer than stored when a JPEG shrinks on load).
+    pub decoded_pixels: u64,
+    /// Pixels as stored.
+    pub stored_pixels: u64,
+    /// A progressive JPEG: entropy-bound, several times a baseline's decode.
+    pub progressive: bool,
+}
+
+/// [`decode_to_fit`]'s plan without the decode: the same header walk, the
+/// same shrink-on-load choice.
+pub fn estimate_decode(
+    bytes: &[u8],
+    limits: &Limits,
+    min_size: impl FnOnce((u32, u32)) -> Option<(u32, u32)>,
+) -> Result<DecodeEstimate, ImagingError> {
+    let (header, frame) = inspect(bytes, limits)?;
+    let stored_pixels = u64::from(header.width) * u64::from(header.height);
+    let (decoded_pixels, progressive) = match frame {
+        Some(frame) => {
+            let min = min_size(header.oriented_size()).map(|size| stored_axes(&header, size));
+            let scale = if frame.lossless {
+                ScalingFactor::ONE
+            } else {
+                jpeg_scale(header.width, header.height, min)
+            };
+            let (w, h) = (
+                scale.scale(header.width as usize) as u64,
+                scale.scale(header.height as usize) as u64,
+            );
+            (w * h, frame.progressive)
+        }
+        None => (stored_pixels, false),
+    };
+    Ok(DecodeEstimate {
+        format: header.format,
+        decoded_pixels,
+        stored_pixels,
+        progressive,
     })
 }
 

@@ -22,7 +22,7 @@ mod resize;
 pub mod thumbnail;
 
 pub use complete::check_complete;
-pub use decode::{decode, decode_to_fit, DecodeRequest, Decoded};
+pub use decode::{decode, decode_to_fit, estimate_decode, DecodeEstimate, DecodeRequest, Decoded};
 pub use error::ImagingError;
 pub use orient::apply_orientation;
 pub use preprocess::{

@@ -72,6 +72,8 @@ pub(crate) struct JpegFrame {
     pub components: u8,
     /// Lossless JPEG (SOF3/7/11/15) cannot be DCT-scaled.
     pub lossless: bool,
+    /// Progressive JPEG (SOF2/6/10/14): every scan re-walks the coefficients.
+    pub progressive: bool,
 }
 
 /// Reads the header of `bytes` without decoding pixels, enforcing `limits`:
@@ -264,6 +266,7 @@ fn jpeg_header(b: &[u8]) -> Result<(Container<'_>, JpegFrame), ImagingError> {
                     });
                 }
                 let lossless = matches!(code, 0xC3 | 0xC7 | 0xCB | 0xCF);
+                let progressive = matches!(code, 0xC2 | 0xC6 | 0xCA | 0xCE);
                 let (h, w) = (u32::from(be16(seg, 1)), u32::from(be16(seg, 3)));
                 frame.get_or_insert((
                     w,
@@ -271,6 +274,7 @@ fn jpeg_header(b: &[u8]) -> Result<(Container<'_>, JpegFrame), ImagingError> {
                     JpegFrame {
                         components,
                         lossless,
+                        progressive,
                     },
                 ));
             }

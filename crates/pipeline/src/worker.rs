@@ -86,6 +86,10 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
             let Ok(first) = slots.clone().acquire_owned().await else {
                 break;
             };
+            tokio::select! {
+                _ = this.analyzer.ready() => {}
+                _ = stop.changed() => break,
+            }
             let free = 1 + slots.available_permits();
             let pulled = tokio::select! {
                 pulled = this.pipeline.queue.pull(free, Duration::from_secs(1)) => pulled,

@@ -132,6 +132,18 @@ pub struct LimitsConfig {
     /// Photos admitted and not yet answered; a request that would pass it
     /// is refused whole with 429 and `Retry-After`.
     pub max_queued_images: usize,
+    /// The longest expected queue wait a request is admitted with, in
+    /// milliseconds: the work in flight (each photo priced from its header)
+    /// over the service rate measured while serving. Beyond it, 429 with
+    /// `Retry-After` at once. The pipeline's workers take up to half of it.
+    pub max_queue_wait_ms: u64,
+    /// Estimated work admitted and not yet answered, in core-milliseconds;
+    /// 0 (the default) allows 2 s of every CPU-pool thread.
+    pub max_work_in_flight_ms: u64,
+    /// Bytes held by admitted requests (bodies, model inputs), in MiB;
+    /// 0 (the default) is an eighth of the machine's memory, between 256
+    /// MiB and 2 GiB. A body whose `Content-Length` alone passes it is 413.
+    pub max_memory_in_flight_mib: u64,
 }
 
 impl Default for ServerConfig {
@@ -164,6 +176,9 @@ impl Default for LimitsConfig {
             max_pixels: 100_000_000,
             max_concurrent_requests: 64,
             max_queued_images: 256,
+            max_queue_wait_ms: 1000,
+            max_work_in_flight_ms: 0,
+            max_memory_in_flight_mib: 0,
         }
     }
 }
@@ -182,6 +197,9 @@ impl LimitsConfig {
         engine::Admission {
             image: self.imaging(),
             max_queued_images: self.max_queued_images,
+            max_queue_wait: std::time::Duration::from_millis(self.max_queue_wait_ms),
+            max_work_ms: self.max_work_in_flight_ms,
+            max_memory_bytes: self.max_memory_in_flight_mib.saturating_mul(1 << 20),
         }
     }
 }
@@ -278,6 +296,9 @@ impl ServerConfig {
         }
         if l.max_pixels == 0 {
             return Err("limits.max_pixels must be at least 1".into());
+        }
+        if l.max_queue_wait_ms == 0 {
+            return Err("limits.max_queue_wait_ms must be at least 1".into());
         }
         self.engine.validate()?;
         for (name, spec) in &self.thumbnails.presets {

@@ -87,6 +87,8 @@ pub enum ImageError {
     Inference(String),
     #[error("the service is shutting down")]
     ShuttingDown,
+    #[error("the request's deadline passed before the photo was decoded")]
+    DeadlineExceeded,
 }
 
 impl ImageError {
@@ -112,7 +114,9 @@ impl ImageError {
             },
             ImageError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ImageError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ImageError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ImageError::ShuttingDown | ImageError::DeadlineExceeded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -123,6 +127,7 @@ impl ImageError {
             ImageError::Overloaded => "overloaded",
             ImageError::Inference(_) => "inference_failed",
             ImageError::ShuttingDown => "shutting_down",
+            ImageError::DeadlineExceeded => "deadline_exceeded",
         }
     }
 
@@ -142,6 +147,7 @@ impl From<EngineError> for ImageError {
             EngineError::Image(e) => ImageError::Imaging(e),
             EngineError::Overloaded { .. } => ImageError::Overloaded,
             EngineError::ShuttingDown => ImageError::ShuttingDown,
+            EngineError::DeadlineExceeded => ImageError::DeadlineExceeded,
             EngineError::Inference(reason) => ImageError::Inference(reason),
             other @ (EngineError::Load(_) | EngineError::UnknownModel { .. }) => {
                 ImageError::Inference(other.to_string())

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use engine::BatcherGauge;
+use engine::{AdmissionGauge, BatcherGauge};
 
 /// Latency buckets in seconds, 1 ms to 60 s.
 const SECONDS: &[f64] = &[
@@ -231,7 +231,12 @@ impl Metrics {
             .observe(format!("kind=\"{kind}\""), elapsed.as_secs_f64());
     }
 
-    pub fn render(&self, batchers: &[BatcherGauge], pipeline: &PipelineGauge) -> String {
+    pub fn render(
+        &self,
+        batchers: &[BatcherGauge],
+        admission: Option<&AdmissionGauge>,
+        pipeline: &PipelineGauge,
+    ) -> String {
         let mut out = String::new();
         self.requests.render(
             &mut out,
@@ -299,6 +304,41 @@ impl Metrics {
             "Photos dropped before inference because their client went away.",
             batchers.iter().map(|b| (&b.model, b.cancelled)),
         );
+        if let Some(a) = admission {
+            let gauges = [
+                (
+                    "darkroom_admission_work_seconds",
+                    "Priced work admitted and not yet answered, in core-seconds.",
+                    a.in_flight.work_us as f64 / 1e6,
+                ),
+                (
+                    "darkroom_admission_memory_bytes",
+                    "Bytes held by admitted work (bodies, model inputs).",
+                    a.in_flight.memory as f64,
+                ),
+                (
+                    "darkroom_admission_photos",
+                    "Photos admitted and not yet answered.",
+                    f64::from(a.in_flight.photos),
+                ),
+                (
+                    "darkroom_admission_rate",
+                    "Service rate measured while saturated: priced core-seconds done per second.",
+                    a.rate / 1e6,
+                ),
+                (
+                    "darkroom_admission_expected_wait_seconds",
+                    "How long the work in flight should take to drain; admission refuses past limits.max_queue_wait_ms.",
+                    a.expected_wait.as_secs_f64(),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+                );
+            }
+        }
         self.jobs.render(
             &mut out,
             "darkroom_pipeline_jobs_total",
@@ -391,12 +431,21 @@ mod tests {
                 queued: 3,
                 cancelled: 1,
             }],
+            Some(&AdmissionGauge {
+                in_flight: engine::admission::Cost::new(1_500_000, 4096, 3),
+                rate: 2_000_000.0,
+                expected_wait: Duration::from_millis(750),
+            }),
             &PipelineGauge {
                 photos: vec![("published", 7)],
                 queue_depth: Some(2),
             },
         );
         for line in [
+            "darkroom_admission_work_seconds 1.5",
+            "darkroom_admission_photos 3",
+            "darkroom_admission_rate 2",
+            "darkroom_admission_expected_wait_seconds 0.75",
             "darkroom_pipeline_jobs_total{kind=\"process\",outcome=\"done\"} 1",
             "darkroom_pipeline_photos{status=\"published\"} 7",
             "darkroom_pipeline_queue_depth 2",

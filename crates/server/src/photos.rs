@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{SharedBody, UploadFields};
+use crate::api::SharedBody;
 use crate::error::ApiError;
 use crate::signing::unsigned_target;
 use crate::AppState;
@@ -124,15 +124,15 @@ async fn upload_inner(
         .map_err(|e| bad(e.body_text()))?;
     let pipeline = state.pipeline()?;
     let engine = state.engine()?;
-    // The same admission as /v1/analyze: a request permit, before the body
-    // is read, bounds the bodies held in memory; a photo permit, once it is
-    // read, the photos being worked on. Either missing is 429 with
-    // Retry-After, at once.
+    // The same admission as /v1/analyze: a request permit and the body's
+    // price from its Content-Length, before the body is read; the photo's
+    // own price once its header is. Either refused is 429 with Retry-After,
+    // at once.
     let _request_permit = state.admit_request()?;
+    let mut ticket = crate::api::admit_body(&engine, &parts.headers, None)?;
     let limits = state.config().limits.clone();
     let request = Request::from_parts(parts.clone(), body.reader());
-    let (body, multipart_fields) = crate::api::read_one_image(request, &limits).await?;
-    let _photo_permit = engine.admit(1)?;
+    let (body, fields) = crate::api::read_one_image(request, &limits).await?;
     // JSON, base64, the header, the whole-file check and the sha256 of up to
     // max_image_bytes are CPU work, never run on the async runtime. Not on
     // the engine's pool either: there an upload would wait behind every
@@ -141,9 +141,9 @@ async fn upload_inner(
     // permits, runs a few milliseconds of hashing at once.
     let image_limits = limits.imaging();
     let max_image_bytes = limits.max_image_bytes;
-    let (bytes, json_fields, header, id) =
+    let (bytes, fields, header, id) =
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let (bytes, fields) = body.decode(max_image_bytes)?;
+            let (bytes, fields) = body.decode(max_image_bytes, fields)?;
             let header =
                 imaging::probe(&bytes, &image_limits).map_err(|e| ApiError::Image(e.into()))?;
             imaging::check_complete(&bytes).map_err(|e| ApiError::Image(e.into()))?;
@@ -152,12 +152,8 @@ async fn upload_inner(
         })
         .await
         .map_err(|e| ApiError::Internal(format!("an upload task failed: {e}")))??;
+    engine.reestimate(&mut ticket, engine.estimate(&bytes))?;
     // Body fields (multipart or JSON) win over query parameters.
-    let fields = if json_fields == UploadFields::default() {
-        multipart_fields
-    } else {
-        json_fields
-    };
     let release_on_file = match fields.release_on_file {
         Some(b) => b,
         None => match &query.release_on_file {
@@ -409,7 +405,7 @@ pub async fn thumbnail(
         .await?
         .ok_or_else(|| ApiError::PhotoNotFound { id: id.clone() })?;
     let engine = state.engine()?;
-    let _permit = engine.admit(1)?;
+    let _ticket = engine.admit(engine.estimate(&original), None)?;
     let limits = engine.limits();
     let rendered = engine
         .on_pool(move || match target {

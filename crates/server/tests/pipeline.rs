@@ -782,9 +782,9 @@ async fn a_truncated_or_broken_upload_is_refused_at_once_with_422(server: Server
     server.stop().await;
 }
 
-/// Regression: `POST /v1/photos` took no admission permit. It takes the
-/// same two as `/v1/analyze`: a request permit while its body arrives, a
-/// photo permit once it is read; either gone is 429 with `Retry-After`.
+/// Regression: `POST /v1/photos` took no admission permit. It passes the
+/// same admission as `/v1/analyze`: a request permit while its body
+/// arrives, the gate for its photo; either refused is 429 with `Retry-After`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_passes_the_same_admission_as_analyze() {
     let server = Server::start(|config| {
@@ -843,7 +843,9 @@ async fn an_upload_passes_the_same_admission_as_analyze() {
     admitted().await;
     // Every photo permit taken (by analysis elsewhere): refused too.
     let engine = server.state.engine().unwrap();
-    let held = engine.admit(1).expect("the one photo permit");
+    let held = engine
+        .admit(engine::admission::Cost::new(0, 0, 1), None)
+        .expect("the one photo allowed in flight");
     refused("the photos in flight").await;
     drop(held);
     admitted().await;

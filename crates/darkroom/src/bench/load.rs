@@ -29,7 +29,11 @@ pub struct Live {
 pub struct Shared {
     pub client: reqwest::Client,
     pub analyze_url: String,
+    /// `--expect-continue`: the analyze URL's address and path, for [`super::expect::post`].
+    pub expect_continue: Option<(String, String)>,
     pub bodies: Vec<Bytes>,
+    /// Before a request is given up as `timeout`.
+    pub timeout: Duration,
     pub next_body: AtomicUsize,
     /// Measured requests only.
     pub samples: Mutex<Vec<Sample>>,
@@ -55,6 +59,19 @@ impl Shared {
     async fn send(&self) -> (Outcome, Option<Duration>) {
         let body =
             self.bodies[self.next_body.fetch_add(1, Ordering::Relaxed) % self.bodies.len()].clone();
+        if let Some((host, path)) = &self.expect_continue {
+            return match tokio::time::timeout(self.timeout, super::expect::post(host, path, &body))
+                .await
+            {
+                Ok(Ok(answer)) => {
+                    let back_off = matches!(answer.status, 429 | 503)
+                        .then(|| wire::retry_wait(answer.retry_after.as_deref()));
+                    (wire::classify(answer.status, &answer.body), back_off)
+                }
+                Ok(Err(_)) => (Outcome::Failed("connection_error".to_string()), None),
+                Err(_) => (Outcome::Failed("timeout".to_string()), None),
+            };
+        }
         let response = self
             .client
             .post(&self.analyze_url)

@@ -1,6 +1,7 @@
 //! `darkroom bench`: closed- and open-loop HTTP load against the analyze API
 //! (`POST /v1/analyze`) of a Darkroom server, or anything with its contract.
 
+mod expect;
 mod load;
 mod pipeline;
 mod report;
@@ -102,6 +103,11 @@ pub struct BenchArgs {
     /// Upload this many photos to /v1/photos and time them to an outcome, instead of /v1/analyze load.
     #[arg(long, value_name = "N", conflicts_with_all = ["rate", "requests"])]
     pipeline: Option<usize>,
+    /// Send `Expect: 100-continue` and the body only once the server says
+    /// continue (as curl does for large bodies): a refusal on the headers
+    /// then costs neither side the body. One connection per request.
+    #[arg(long, conflicts_with = "pipeline")]
+    expect_continue: bool,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -220,6 +226,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         let shared = Arc::new(Shared {
             analyze_url: format!("{url}/v1/analyze"),
+            expect_continue: if args.expect_continue {
+                Some(expect::split_url(&format!("{url}/v1/analyze"))?)
+            } else {
+                None
+            },
+            timeout,
             client,
             bodies,
             next_body: AtomicUsize::new(0),

@@ -59,6 +59,11 @@ pub struct AnalyzeQuery {
     pub include: Option<String>,
     /// The photo id for a raw-image body.
     pub id: Option<String>,
+    /// The request's deadline, in milliseconds from its arrival (as the
+    /// `X-Request-Deadline-Ms` header): photos not decoded by then are
+    /// dropped as `deadline_exceeded`, and a request whose expected wait
+    /// is already longer is refused with it at once.
+    pub timeout_ms: Option<u64>,
 }
 
 /// The request's knobs, from whichever body form carried them.
@@ -381,11 +386,16 @@ pub(crate) enum UploadBody {
 }
 
 impl UploadBody {
-    /// The photo's bytes (at most `limit`) and, for JSON, the body's fields.
-    /// CPU-bound for JSON (parsing, base64): run it on the pool.
-    pub(crate) fn decode(self, limit: usize) -> Result<(Bytes, UploadFields), ApiError> {
+    /// The photo's bytes (at most `limit`) and the body's fields: `fields`
+    /// as read beside the bytes (multipart), or a JSON body's own.
+    /// CPU-bound for JSON (parsing, base64): run it off the runtime.
+    pub(crate) fn decode(
+        self,
+        limit: usize,
+        fields: UploadFields,
+    ) -> Result<(Bytes, UploadFields), ApiError> {
         let body = match self {
-            UploadBody::Bytes(bytes) => return Ok((bytes, UploadFields::default())),
+            UploadBody::Bytes(bytes) => return Ok((bytes, fields)),
             UploadBody::Json(body) => body,
         };
         let upload: crate::photos::PhotoUpload =

@@ -2,6 +2,7 @@
 //! base64 images, multipart, a raw image), the model list, health, metrics
 //! and the OpenAPI document.
 
+mod admit;
 mod body;
 mod refuse;
 
@@ -15,8 +16,9 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
+pub(crate) use admit::{admit_body, deadline};
 use body::{body_kind, check_image_size, parse_json, read_body, read_multipart, BodyKind, Params};
-pub(crate) use body::{parse_bool, read_one_image, UploadFields};
+pub(crate) use body::{parse_bool, read_one_image};
 pub use body::{AnalyzeQuery, AnalyzeRequest, ImageInput};
 pub(crate) use refuse::{refuse, refuse_oversized, SharedBody};
 
@@ -53,7 +55,10 @@ pub struct AnalyzeResponse {
 #[utoipa::path(
     post,
     path = "/v1/analyze",
-    params(AnalyzeQuery),
+    params(
+        AnalyzeQuery,
+        ("X-Request-Deadline-Ms" = Option<u64>, Header, description = "The request's deadline in milliseconds from its arrival (as timeoutMs): photos not decoded by then are dropped as deadline_exceeded"),
+    ),
     request_body(
         content(
             (AnalyzeRequest = "application/json"),
@@ -68,8 +73,8 @@ pub struct AnalyzeResponse {
         (status = 413, description = "too_many_images, request_too_large, image_too_large, too_many_pixels", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type, or every image unsupported_format", body = ErrorResponse),
         (status = 422, description = "every image corrupt_image, truncated_image, empty_image or unsupported_image_feature", body = AnalyzeResponse),
-        (status = 429, description = "overloaded; see Retry-After", body = ErrorResponse),
-        (status = 503, description = "not_ready or shutting_down; see Retry-After", body = ErrorResponse),
+        (status = 429, description = "overloaded: the expected queue wait or a budget of work, memory or photos in flight would be passed; Retry-After is the expected time until it would fit", body = ErrorResponse),
+        (status = 503, description = "not_ready or shutting_down (see Retry-After); deadline_exceeded (X-Request-Deadline-Ms or timeoutMs passed, or would before its turn)", body = ErrorResponse),
     )
 )]
 pub async fn analyze(State(state): State<AppState>, request: Request) -> Response {
@@ -102,8 +107,9 @@ async fn analyze_inner(
     parts: &Parts,
     body: &SharedBody,
 ) -> Result<Response, ApiError> {
+    let arrived = std::time::Instant::now();
     let engine = state.engine()?;
-    // Bounds the bodies held in memory at once; refused, never queued.
+    // Bounds the requests being read at once; refused, never queued.
     let _request_permit = state.admit_request()?;
     let limits = &state.config().limits;
     let query: AnalyzeQuery = Query::try_from_uri(&parts.uri)
@@ -111,14 +117,22 @@ async fn analyze_inner(
         .map_err(|e| ApiError::InvalidRequest {
             reason: e.body_text(),
         })?;
+    let deadline = deadline(&parts.headers, query.timeout_ms, arrived)?;
     let kind = body_kind(&parts.headers)?;
+    // Priced from Content-Length before the body is read: refused now
+    // rather than read and then refused.
+    let mut ticket = admit_body(&engine, &parts.headers, deadline)?;
     let (received, params) = match kind {
         BodyKind::Json => {
             let body = read_body(body.reader(), limits.max_request_bytes).await?;
             let max_image_bytes = limits.max_image_bytes;
-            engine
-                .on_pool(move || parse_json(&body, max_image_bytes))
-                .await??
+            // JSON and base64 are CPU work, kept off the async runtime, and
+            // off the engine's pool too: there a request would queue twice,
+            // its parsing behind every photo admitted before it, then its
+            // photos. Tokio's blocking pool, bounded by the request permits.
+            tokio::task::spawn_blocking(move || parse_json(&body, max_image_bytes))
+                .await
+                .map_err(|e| ApiError::Internal(format!("a parsing task failed: {e}")))??
         }
         BodyKind::Multipart => {
             let request = Request::from_parts(parts.clone(), body.reader());
@@ -142,19 +156,33 @@ async fn analyze_inner(
             limit: limits.max_images_per_request,
         });
     }
-    let opts = engine.options(params.models.as_deref(), params.options()?)?;
-    let _photo_permits = engine.admit(received.len())?;
+    let opts = engine
+        .options(params.models.as_deref(), params.options()?)?
+        .with_deadline(deadline);
+    // Re-priced from the photos' headers: the body's estimate is replaced
+    // by what each photo's decode and inference will take.
+    let costs: Vec<engine::admission::Cost> = received
+        .iter()
+        .map(|(_, bytes)| {
+            bytes
+                .as_ref()
+                .map_or_else(|_| Default::default(), |b| engine.estimate(b))
+        })
+        .collect();
+    engine.reestimate(&mut ticket, costs.iter().copied().sum())?;
 
     // Every photo at once; dropping the set (the client went away) aborts
     // them, and their queued work is skipped.
     let mut tasks = JoinSet::new();
     let count = received.len();
-    for (index, (id, bytes)) in received.into_iter().enumerate() {
+    for (index, ((id, bytes), cost)) in received.into_iter().zip(costs).enumerate() {
         let (engine, opts) = (engine.clone(), opts.clone());
+        // Each photo's share, given back as that photo is answered.
+        let photo_ticket = ticket.split(cost);
         tasks.spawn(async move {
             let outcome = match bytes {
                 Ok(bytes) => engine
-                    .analyze(id.clone(), bytes, &opts)
+                    .analyze(id.clone(), bytes, &opts, photo_ticket)
                     .await
                     .map_err(ImageError::from),
                 Err(e) => Err(e),
@@ -274,10 +302,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let gauges = state
-        .engine()
+    let engine = state.engine().ok();
+    let gauges = engine
+        .as_ref()
         .map(|e| e.batcher_gauges())
         .unwrap_or_default();
+    let admission = engine.map(|e| e.admission_gauge());
     let mut pipeline_gauge = crate::metrics::PipelineGauge::default();
     if let Ok(pipeline) = state.pipeline() {
         // Best effort: a store that does not answer leaves its lines out.
@@ -288,7 +318,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(&gauges, &pipeline_gauge),
+        state
+            .metrics()
+            .render(&gauges, admission.as_ref(), &pipeline_gauge),
     )
         .into_response()
 }

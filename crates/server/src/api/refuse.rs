@@ -93,6 +93,14 @@ impl http_body::Body for SharedBody {
     }
 }
 
+/// The body's length as the client declared it (`Content-Length`).
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Reads and discards what is left of `body`, up to `limit` bytes and
 /// [`LINGER_TIME`]; true when it reached the end.
 async fn drain(body: &SharedBody, limit: usize) -> bool {
@@ -134,12 +142,8 @@ pub(crate) async fn refuse(
             .get(header::EXPECT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         let not_sent = expects_continue && !body.polled.load(Ordering::Relaxed);
-        let too_large = declared.is_some_and(|n| n > cap as u64);
+        let too_large = declared_length(headers).is_some_and(|n| n > cap as u64);
         match (not_sent || too_large, LINGERING.try_acquire()) {
             (false, Ok(_permit)) => drain(body, cap).await,
             _ => false,
@@ -162,12 +166,7 @@ pub(crate) async fn refuse_oversized(
     next: Next,
 ) -> Response {
     let limit = state.config().limits.max_request_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
+    match declared_length(request.headers()) {
         Some(n) if n > limit as u64 => {
             let (parts, body) = request.into_parts();
             let body = SharedBody::new(body);
