@@ -193,8 +193,15 @@ fn decode_jpeg(
     d.set_scan_limit(MAX_PROGRESSIVE_SCANS).map_err(tj)?;
     // libjpeg is the authority on the frame size it will write; re-check the limit
     // against it in case our marker walk and libjpeg disagree on a malformed file.
+    // Stray bytes before a header marker (Photoshop and some cameras write
+    // them) draw a libjpeg warning that TurboJPEG reports as a failure of
+    // the header read, before any pixel is decoded; libjpeg and Pillow skip
+    // them. So they are dropped here first.
+    let cleaned = without_stray_header_bytes(bytes);
+    let bytes: &[u8] = &cleaned;
     let th = d.read_header(bytes).map_err(tj)?;
-    let (width, height) = (th.width as u32, th.height as u32);
+    let (th_width, th_height, th_lossless) = (th.width, th.height, th.is_lossless);
+    let (width, height) = (th_width as u32, th_height as u32);
     if (width, height) != (header.width, header.height)
         && u64::from(width) * u64::from(height) > limits.max_pixels
     {
@@ -204,13 +211,13 @@ fn decode_jpeg(
             limit: limits.max_pixels,
         });
     }
-    let scale = if frame.lossless || th.is_lossless {
+    let scale = if frame.lossless || th_lossless {
         ScalingFactor::ONE
     } else {
         jpeg_scale(width, height, min)
     };
     d.set_scaling_factor(scale).map_err(tj)?;
-    let (w, h) = (scale.scale(th.width), scale.scale(th.height));
+    let (w, h) = (scale.scale(th_width), scale.scale(th_height));
     let cmyk = frame.components == 4;
     let format = if cmyk {
         PixelFormat::CMYK
@@ -240,6 +247,61 @@ fn decode_jpeg(
         height: h as u32,
         data: pixels,
     })
+}
+
+/// `b` with any bytes between its header segments (SOI to the first SOS)
+/// left out; `b` itself when there are none, or when its segments do not
+/// add up (the decoder then says what is wrong).
+fn without_stray_header_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    // SOI first, then each segment kept.
+    let mut kept: Vec<std::ops::Range<usize>> = Vec::new();
+    kept.push(0..2);
+    let mut i = 2;
+    loop {
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        // Fill bytes: any run of 0xFF before the code.
+        while i + 1 < b.len() && b[i + 1] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = b.get(i + 1) else {
+            return Cow::Borrowed(b);
+        };
+        match code {
+            0x00 => i += 2, // a stuffed zero is not a marker: stray too
+            0x01 | 0xD0..=0xD7 => {
+                kept.push(i..i + 2);
+                i += 2;
+            }
+            0xDA => {
+                kept.push(i..b.len());
+                break;
+            }
+            _ => {
+                let Some(len) = b
+                    .get(i + 2..i + 4)
+                    .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                else {
+                    return Cow::Borrowed(b);
+                };
+                if len < 2 || i + 2 + len > b.len() {
+                    return Cow::Borrowed(b);
+                }
+                kept.push(i..i + 2 + len);
+                i += 2 + len;
+            }
+        }
+    }
+    if kept.iter().map(|r| r.len()).sum::<usize>() == b.len() {
+        return Cow::Borrowed(b);
+    }
+    Cow::Owned(
+        kept.into_iter()
+            .flat_map(|r| b[r].iter().copied())
+            .collect(),
+    )
 }
 
 /// libjpeg warnings that leave every pixel decoded; Pillow ignores them too.
@@ -449,6 +511,41 @@ mod tests {
         out.extend(app1);
         out.extend_from_slice(&jpeg[2..]);
         out
+    }
+
+    /// Regression (issue 17): stray bytes before a header marker draw a
+    /// libjpeg warning, which TurboJPEG reports as a failure of the header
+    /// read; Pillow decodes such files, and so must we, to the same pixels.
+    #[test]
+    fn stray_bytes_before_a_marker_are_a_warning_not_a_failure() {
+        let clean = red_blue_jpeg(1);
+        // After SOI and the EXIF segment: junk, then the next marker.
+        let app1_end = 4 + usize::from(u16::from_be_bytes([clean[4], clean[5]]));
+        for junk in [&b"\x00\x11\x22"[..], &b"junk"[..]] {
+            let mut stray = clean[..app1_end].to_vec();
+            stray.extend_from_slice(junk);
+            stray.extend_from_slice(&clean[app1_end..]);
+            let want = decode(&clean, &DecodeRequest::default()).unwrap();
+            let got = decode(&stray, &DecodeRequest::default())
+                .unwrap_or_else(|e| panic!("{junk:?} before a marker: {e}"));
+            assert_eq!(got, want, "{junk:?}: the same pixels");
+            // Shrunk on load too.
+            let req = DecodeRequest {
+                min_size: Some((16, 8)),
+                ..DecodeRequest::default()
+            };
+            let small = decode(&stray, &req).unwrap();
+            assert_eq!((small.image.width, small.image.height), (16, 8));
+            // Uploads probe the header and check the file is whole: both pass.
+            crate::probe(&stray, &Limits::default()).expect("the probe reads it");
+            crate::check_complete(&stray).expect("the file is whole");
+        }
+        // A file cut short is still truncated, as Pillow says too.
+        let cut = &clean[..clean.len() / 2];
+        assert!(matches!(
+            decode(cut, &DecodeRequest::default()),
+            Err(ImagingError::Truncated { .. })
+        ));
     }
 
     #[test]
