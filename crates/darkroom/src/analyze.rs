@@ -72,7 +72,9 @@ enum IdMode {
     Hash,
 }
 
-const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+/// `.mpo` (multi-picture JPEG: Fujifilm and Nintendo cameras, panorama and
+/// 3D modes) is a JPEG followed by more: its first, primary image is analysed.
+const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "mpo", "png", "webp"];
 
 /// Expands folders into the photos inside them, sorted; files are kept as given.
 pub fn collect_photos(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {

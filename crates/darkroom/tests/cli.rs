@@ -96,6 +96,35 @@ fn a_bad_photo_is_named_and_the_others_still_analyzed() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Regression (issue 17): `.mpo` files were skipped by the folder walk. A
+/// multi-picture file is its primary JPEG with the others after it; the
+/// primary is analysed.
+#[test]
+fn an_mpo_in_a_folder_is_analysed_by_its_primary_image() {
+    let home = home();
+    let dir = scratch("mpo");
+    let primary = std::fs::read(home.samples().join("rocket.jpg")).unwrap();
+    let mut mpo = primary.clone();
+    mpo.extend(std::fs::read(home.camera_photos().join("Aqua.jpg")).unwrap());
+    std::fs::write(dir.join("pair.MPO"), &mpo).unwrap();
+    std::fs::write(dir.join("rocket.jpg"), &primary).unwrap();
+    let out = darkroom(&home, &["analyze", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = lines(&out);
+    assert_eq!(results.len(), 2, "both files walked: {results:?}");
+    let strip = |mut r: serde_json::Value| {
+        r.as_object_mut().unwrap().remove("photoId");
+        r
+    };
+    let (mpo, jpg) = (strip(results[0].clone()), strip(results[1].clone()));
+    assert_eq!(mpo, jpg, "the primary image, not the one after it");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_missing_path_is_an_error_naming_it() {
     let home = home();
