@@ -250,8 +250,8 @@ fn decode_jpeg(
 }
 
 /// `b` with any bytes between its header segments (SOI to the first SOS)
-/// left out; `b` itself when there are none, or when its segments do not
-/// add up (the decoder then says what is wrong).
+/// and its ICC profile segments left out; `b` itself when there are none,
+/// or when its segments do not add up (the decoder then says what is wrong).
 fn without_stray_header_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
     // SOI first, then each segment kept.
@@ -289,7 +289,14 @@ fn without_stray_header_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
                 if len < 2 || i + 2 + len > b.len() {
                     return Cow::Borrowed(b);
                 }
-                kept.push(i..i + 2 + len);
+                // ICC profiles do not change the decoded pixels (Pillow's
+                // convert("RGB") ignores them too), and a malformed one (a
+                // sequence number out of range, a profile after the frame
+                // header) is another header warning TurboJPEG fails on.
+                let icc = code == 0xE2 && b[i + 4..i + 2 + len].starts_with(b"ICC_PROFILE\0");
+                if !icc {
+                    kept.push(i..i + 2 + len);
+                }
                 i += 2 + len;
             }
         }
@@ -540,6 +547,17 @@ mod tests {
             crate::probe(&stray, &Limits::default()).expect("the probe reads it");
             crate::check_complete(&stray).expect("the file is whole");
         }
+        // A malformed ICC profile segment (sequence number 0 of 0) is
+        // skipped: it does not change the pixels.
+        let mut bad_icc = clean[..app1_end].to_vec();
+        let payload = b"ICC_PROFILE\0\x00\x00not a profile";
+        bad_icc.extend_from_slice(&[0xFF, 0xE2]);
+        bad_icc.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        bad_icc.extend_from_slice(payload);
+        bad_icc.extend_from_slice(&clean[app1_end..]);
+        let want = decode(&clean, &DecodeRequest::default()).unwrap();
+        let got = decode(&bad_icc, &DecodeRequest::default()).expect("a bad ICC segment");
+        assert_eq!(got, want);
         // A file cut short is still truncated, as Pillow says too.
         let cut = &clean[..clean.len() / 2];
         assert!(matches!(
