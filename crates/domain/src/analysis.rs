@@ -29,6 +29,20 @@ pub struct PhotoAnalysis {
     pub embedding: Option<Embedding>,
     /// Width and height of the photo as analysed (after EXIF orientation).
     pub size: [u32; 2],
+    /// Flaws the decoder read past, as Pillow reads past them (stray bytes
+    /// before a JPEG marker, a broken ICC segment, corrupt entropy data):
+    /// the photo was analysed, but its file does not quite follow its format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decode_warnings: Vec<DecodeWarning>,
+}
+
+/// A flaw the decoder read past: a stable `code` and what it found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DecodeWarning {
+    /// `jpeg_stray_bytes`, `jpeg_bad_icc_profile` or `jpeg_corrupt_data`.
+    pub code: String,
+    pub message: String,
 }
 
 impl PhotoAnalysis {
@@ -45,6 +59,7 @@ impl PhotoAnalysis {
             captions: Vec::new(),
             embedding: None,
             size,
+            decode_warnings: Vec::new(),
         }
     }
 }

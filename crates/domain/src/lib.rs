@@ -20,7 +20,7 @@ pub mod photo;
 pub mod rules;
 pub mod stage;
 
-pub use analysis::{Caption, Embedding, Face, PhotoAnalysis, StoredEmbedding};
+pub use analysis::{Caption, DecodeWarning, Embedding, Face, PhotoAnalysis, StoredEmbedding};
 pub use event::{Event, EventKind, LoggedEvent};
 pub use job::{DeadJob, Job, JobKind, RetryPolicy};
 pub use photo::{NewPhoto, PhotoRecord, Status, Transition};

@@ -200,6 +200,7 @@ mod tests {
             captions: Vec::new(),
             embedding: None,
             size: [100, 100],
+            decode_warnings: Vec::new(),
         }
     }
 

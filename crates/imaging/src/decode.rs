@@ -30,6 +30,18 @@ pub struct Decoded {
     pub original_width: u32,
     /// Full-resolution height after orientation.
     pub original_height: u32,
+    /// What the decoder read past, as libjpeg and Pillow read past it: the
+    /// pixels are all there, but the file does not quite follow its format.
+    pub warnings: Vec<DecodeWarning>,
+}
+
+/// A flaw a decode read past (see [`Decoded::warnings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeWarning {
+    /// Stable, snake_case: `jpeg_stray_bytes`, `jpeg_bad_icc_profile` or
+    /// `jpeg_corrupt_data` (a libjpeg warning, named in `message`).
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl Decoded {
@@ -81,11 +93,12 @@ pub fn decode_to_fit(
     let (header, frame) = inspect(bytes, limits)?;
     let (original_width, original_height) = header.oriented_size();
     let min_size = min_size((original_width, original_height));
+    let mut warnings = Vec::new();
     let stored = match (header.format, frame) {
         (Format::Jpeg, Some(frame)) => {
             // min_size is in oriented axes; the decoder scales stored axes.
             let min = min_size.map(|size| stored_axes(&header, size));
-            decode_jpeg(bytes, &header, frame, min, limits)?
+            decode_jpeg(bytes, &header, frame, min, limits, &mut warnings)?
         }
         (Format::Png | Format::Webp, _) => decode_with_image(bytes, &header)?,
         (Format::Jpeg, None) => {
@@ -98,6 +111,7 @@ pub fn decode_to_fit(
         image: apply_orientation(stored, header.orientation),
         original_width,
         original_height,
+        warnings,
     })
 }
 
@@ -185,6 +199,7 @@ fn decode_jpeg(
     frame: JpegFrame,
     min: Option<(u32, u32)>,
     limits: &Limits,
+    warnings: &mut Vec<DecodeWarning>,
 ) -> Result<RgbImage, ImagingError> {
     let tj = |e: turbojpeg::Error| jpeg_error(&e);
     let mut d = Decompressor::new().map_err(|e| ImagingError::Internal {
@@ -197,7 +212,7 @@ fn decode_jpeg(
     // them) draw a libjpeg warning that TurboJPEG reports as a failure of
     // the header read, before any pixel is decoded; libjpeg and Pillow skip
     // them. So they are dropped here first.
-    let cleaned = without_stray_header_bytes(bytes);
+    let cleaned = without_stray_header_bytes(bytes, warnings);
     let bytes: &[u8] = &cleaned;
     let th = d.read_header(bytes).map_err(tj)?;
     let (th_width, th_height, th_lossless) = (th.width, th.height, th.is_lossless);
@@ -234,9 +249,15 @@ fn decode_jpeg(
         height: h,
         format,
     };
+    // TurboJPEG finishes the decode after a libjpeg warning and then
+    // reports it as a failure: the pixels are there, as Pillow has them.
     if let Err(e) = d.decompress(bytes, image) {
-        if !is_benign_warning(&e) {
-            return Err(jpeg_error(&e));
+        match libjpeg_warning(&e) {
+            Some(message) => warnings.push(DecodeWarning {
+                code: "jpeg_corrupt_data",
+                message: message.to_string(),
+            }),
+            None => return Err(jpeg_error(&e)),
         }
     }
     if cmyk {
@@ -252,16 +273,26 @@ fn decode_jpeg(
 /// `b` with any bytes between its header segments (SOI to the first SOS)
 /// and its ICC profile segments left out; `b` itself when there are none,
 /// or when its segments do not add up (the decoder then says what is wrong).
-fn without_stray_header_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// Stray bytes and malformed ICC segments are noted in `warnings`.
+fn without_stray_header_bytes<'a>(
+    b: &'a [u8],
+    warnings: &mut Vec<DecodeWarning>,
+) -> std::borrow::Cow<'a, [u8]> {
     use std::borrow::Cow;
+    let mut noted = Vec::new();
+    let mut frame_seen = false;
     // SOI first, then each segment kept.
     let mut kept: Vec<std::ops::Range<usize>> = Vec::new();
     kept.push(0..2);
     let mut i = 2;
+    // Bytes skipped since the last segment (a stuffed 0xFF00 counts too).
+    let mut stray = 0;
     loop {
+        let from = i;
         while i < b.len() && b[i] != 0xFF {
             i += 1;
         }
+        stray += i - from;
         // Fill bytes: any run of 0xFF before the code.
         while i + 1 < b.len() && b[i + 1] == 0xFF {
             i += 1;
@@ -269,8 +300,23 @@ fn without_stray_header_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         let Some(&code) = b.get(i + 1) else {
             return Cow::Borrowed(b);
         };
+        if code == 0x00 {
+            // A stuffed zero is not a marker: stray too.
+            stray += 2;
+            i += 2;
+            continue;
+        }
+        if stray > 0 {
+            noted.push(DecodeWarning {
+                code: "jpeg_stray_bytes",
+                message: format!(
+                    "{stray} stray byte{} before marker 0x{code:02X} skipped",
+                    if stray == 1 { "" } else { "s" }
+                ),
+            });
+            stray = 0;
+        }
         match code {
-            0x00 => i += 2, // a stuffed zero is not a marker: stray too
             0x01 | 0xD0..=0xD7 => {
                 kept.push(i..i + 2);
                 i += 2;
@@ -293,14 +339,32 @@ fn without_stray_header_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
                 // convert("RGB") ignores them too), and a malformed one (a
                 // sequence number out of range, a profile after the frame
                 // header) is another header warning TurboJPEG fails on.
-                let icc = code == 0xE2 && b[i + 4..i + 2 + len].starts_with(b"ICC_PROFILE\0");
-                if !icc {
+                let payload = &b[i + 4..i + 2 + len];
+                let icc = code == 0xE2 && payload.starts_with(b"ICC_PROFILE\0");
+                if icc {
+                    // Sequence number (1-based) and count follow the tag.
+                    let (seq, count) = (payload.get(12), payload.get(13));
+                    let flaw = match (seq, count) {
+                        _ if frame_seen => Some("after the frame header"),
+                        (Some(&s), Some(&n)) if s == 0 || s > n => Some("numbered out of range"),
+                        (Some(_), Some(_)) => None,
+                        _ => Some("cut short"),
+                    };
+                    if let Some(flaw) = flaw {
+                        noted.push(DecodeWarning {
+                            code: "jpeg_bad_icc_profile",
+                            message: format!("an ICC profile segment {flaw} was skipped"),
+                        });
+                    }
+                } else {
                     kept.push(i..i + 2 + len);
                 }
+                frame_seen |= matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC);
                 i += 2 + len;
             }
         }
     }
+    warnings.extend(noted);
     if kept.iter().map(|r| r.len()).sum::<usize>() == b.len() {
         return Cow::Borrowed(b);
     }
@@ -311,20 +375,34 @@ fn without_stray_header_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     )
 }
 
-/// libjpeg warnings that leave every pixel decoded; Pillow ignores them too.
-/// TurboJPEG 3 reports warnings as failures, so they are told apart by message.
-fn is_benign_warning(e: &turbojpeg::Error) -> bool {
-    const BENIGN: [&str; 6] = [
-        "extraneous bytes before marker",
+/// The message of a libjpeg *warning* (its `JWRN_` messages): the decode
+/// went on to the last row, and Pillow, which ignores warnings, returns
+/// those pixels. TurboJPEG 3 reports a warning as a failure, so it is told
+/// apart by its message. A premature end of file is a warning to libjpeg
+/// too, but Pillow refuses a truncated file, and so does Darkroom.
+fn libjpeg_warning(e: &turbojpeg::Error) -> Option<&str> {
+    const WARNINGS: [&str; 12] = [
         "Unknown Adobe color transform",
-        "unknown JFIF revision",
-        "Invalid SOS parameters for sequential JPEG",
         "Inconsistent progression sequence",
+        "extraneous bytes before marker",
+        "premature end of data segment",
+        "bad Huffman code",
+        "unknown JFIF revision",
+        "instead of RST",
+        "Invalid SOS parameters for sequential JPEG",
+        "Application transferred too many scanlines",
+        "bad arithmetic code",
         "bad ICC marker",
+        "Corrupt JPEG data",
     ];
     match e {
-        turbojpeg::Error::TurboJpegError(msg) => BENIGN.iter().any(|b| msg.contains(b)),
-        _ => false,
+        turbojpeg::Error::TurboJpegError(msg)
+            if !msg.contains("Premature end of JPEG file")
+                && WARNINGS.iter().any(|w| msg.contains(w)) =>
+        {
+            Some(msg)
+        }
+        _ => None,
     }
 }
 
@@ -533,9 +611,21 @@ mod tests {
             stray.extend_from_slice(junk);
             stray.extend_from_slice(&clean[app1_end..]);
             let want = decode(&clean, &DecodeRequest::default()).unwrap();
+            assert!(want.warnings.is_empty(), "{:?}", want.warnings);
             let got = decode(&stray, &DecodeRequest::default())
                 .unwrap_or_else(|e| panic!("{junk:?} before a marker: {e}"));
-            assert_eq!(got, want, "{junk:?}: the same pixels");
+            assert_eq!(got.image, want.image, "{junk:?}: the same pixels");
+            // ...and the analysis says what was read past.
+            assert_eq!(got.warnings.len(), 1, "{:?}", got.warnings);
+            assert_eq!(got.warnings[0].code, "jpeg_stray_bytes");
+            let n = junk.len();
+            assert!(
+                got.warnings[0]
+                    .message
+                    .starts_with(&format!("{n} stray bytes")),
+                "{}",
+                got.warnings[0].message
+            );
             // Shrunk on load too.
             let req = DecodeRequest {
                 min_size: Some((16, 8)),
@@ -557,7 +647,9 @@ mod tests {
         bad_icc.extend_from_slice(&clean[app1_end..]);
         let want = decode(&clean, &DecodeRequest::default()).unwrap();
         let got = decode(&bad_icc, &DecodeRequest::default()).expect("a bad ICC segment");
-        assert_eq!(got, want);
+        assert_eq!(got.image, want.image);
+        let codes: Vec<&str> = got.warnings.iter().map(|w| w.code).collect();
+        assert_eq!(codes, ["jpeg_bad_icc_profile"]);
         // A file cut short is still truncated, as Pillow says too.
         let cut = &clean[..clean.len() / 2];
         assert!(matches!(

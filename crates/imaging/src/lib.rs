@@ -22,13 +22,15 @@ mod resize;
 pub mod thumbnail;
 
 pub use complete::check_complete;
-pub use decode::{decode, decode_to_fit, estimate_decode, DecodeEstimate, DecodeRequest, Decoded};
+pub use decode::{
+    decode, decode_to_fit, estimate_decode, DecodeEstimate, DecodeRequest, DecodeWarning, Decoded,
+};
 pub use error::ImagingError;
 pub use orient::apply_orientation;
 pub use preprocess::{
     DecodeMode, Filter, Layout, Normalize, PreprocessSpec, ResizeMode, Resized, Transform,
 };
-pub use probe::{probe, Format, Header, Limits};
+pub use probe::{orientation_from_exif, probe, Format, Header, Limits};
 pub use thumbnail::{
     encode, render, render_model_input, Fit, OutputFormat, Thumbnail, ThumbnailSpec,
 };

@@ -389,8 +389,9 @@ fn webp_header(b: &[u8]) -> Result<Container<'_>, ImagingError> {
 }
 
 /// IFD0's Orientation tag, or 1 when the EXIF block is unreadable or the value is out
-/// of range: a broken EXIF block must not make a photo undecodable.
-fn orientation_from_exif(tiff: &[u8]) -> u8 {
+/// of range: a broken EXIF block must not make a photo undecodable. `tiff` is
+/// the block after the `Exif\0\0` tag (a TIFF header and its IFDs).
+pub fn orientation_from_exif(tiff: &[u8]) -> u8 {
     let Ok(exif) = exif::Reader::new().read_raw(tiff.to_vec()) else {
         return 1;
     };

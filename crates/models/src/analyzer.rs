@@ -152,6 +152,8 @@ pub struct Prepared {
     pub(crate) brisque: Option<f64>,
     /// Full-resolution size, oriented.
     pub(crate) original: (u32, u32),
+    /// What the decode read past.
+    pub(crate) warnings: Vec<imaging::DecodeWarning>,
 }
 
 impl Prepared {
@@ -425,6 +427,7 @@ impl Analyzer {
             inputs,
             brisque,
             original: (decoded.original_width, decoded.original_height),
+            warnings: decoded.warnings,
         })
     }
 
@@ -499,6 +502,14 @@ impl Analyzer {
         }
         let input = HeadInput::new(&self.backbone_names, prepared, &indexed);
         let mut result = PhotoAnalysis::empty(photo_id, [prepared.original.0, prepared.original.1]);
+        result.decode_warnings = prepared
+            .warnings
+            .iter()
+            .map(|w| domain::DecodeWarning {
+                code: w.code.to_string(),
+                message: w.message.clone(),
+            })
+            .collect();
         for head in heads {
             head.apply(&input, opts, &mut result);
         }

@@ -297,6 +297,7 @@ fn analysis(photo_id: &str) -> PhotoAnalysis {
         captions: Vec::new(),
         embedding: None,
         size: [640, 480],
+        decode_warnings: Vec::new(),
     }
 }
 

@@ -48,6 +48,7 @@ use crate::error::{ErrorBody, ErrorResponse};
         crate::review::DeadPage,
         domain::PhotoAnalysis,
         domain::Face,
+        domain::DecodeWarning,
         domain::Caption,
         ErrorBody,
         ErrorResponse
