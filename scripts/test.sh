@@ -13,6 +13,13 @@ home="${DARKROOM_HOME:-var}"
 printf '\n==> parity references (Pillow) into %s/parity\n' "$home" >&2
 "$home/venv/bin/python" scripts/parity_reference.py --home "$home" --local
 
+# The decoder conformance corpus (Pillow's test images, pinned and
+# hash-checked) and Pillow's own verdict on each file, for
+# crates/darkroom/tests/corpus.rs.
+printf '\n==> decoder conformance corpus and Pillow verdicts into %s/corpus\n' "$home" >&2
+./target/release/darkroom --home "$home" models fetch --test-corpus
+"$home/venv/bin/python" scripts/corpus_reference.py --home "$home"
+
 printf '\n==> cargo fmt --check\n' >&2
 cargo fmt --all -- --check
 

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 #[derive(Args)]
 pub struct AnalyzeArgs {
-    /// Photo files or folders (searched recursively for .jpg, .jpeg, .png, .webp).
+    /// Photo files or folders (searched recursively for .jpg, .jpeg, .mpo, .png, .webp).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// At most this many concepts per photo.
@@ -115,6 +115,7 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)
 }
 
 pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let (photos, mut failures) = collect_photos(&args.paths);
     let total = photos.len() + failures.len();
     for (path, reason) in &failures {
@@ -202,6 +203,16 @@ pub fn run(home: &Home, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     progress.finish_and_clear();
+    if total > 1 {
+        let peak = peak_memory_mib()
+            .map(|mib| format!("; peak memory {mib} MiB"))
+            .unwrap_or_default();
+        eprintln!(
+            "{} of {total} photos analysed in {:.1} s{peak}",
+            total - failures.len(),
+            started.elapsed().as_secs_f32()
+        );
+    }
     if !failures.is_empty() {
         eprintln!("{} of {total} photos failed", failures.len());
         return Ok(ExitCode::from(2));
@@ -238,6 +249,19 @@ async fn analyze_one(
         .analyze(photo_id, bytes, opts, ticket)
         .await
         .map_err(|e| format!("{e} ({})", e.code()))
+}
+
+/// The most memory this process has held resident (Linux's `VmHWM`).
+fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 /// A progress bar over `n` photos (hidden for a single photo).

