@@ -286,18 +286,57 @@ fn bad(reason: String) -> ApiError {
 }
 
 fn resolve(state: &AppState, query: &ThumbnailQuery) -> Result<Target, ApiError> {
-    let thumbnails = &state.config().thumbnails;
-    if let Some(preset) = &query.preset {
-        if let Some(model) = preset.strip_prefix("model:") {
+    match parse_thumbnail_query(query, &state.config().thumbnails)? {
+        ThumbnailAsk::Spec(spec) => Ok(Target::Thumbnail(spec)),
+        ThumbnailAsk::ModelInput { preset, model } => {
             // Absent for an unknown model and for one without preprocessing.
             let engine = state.engine()?;
             let spec = engine
-                .model_input_spec(model)
-                .ok_or_else(|| ApiError::UnknownPreset {
-                    name: preset.clone(),
-                })?;
+                .model_input_spec(&model)
+                .ok_or(ApiError::UnknownPreset { name: preset })?;
             let plan = engine.decode_plan().clone();
-            return Ok(Target::ModelInput(spec, model.to_string(), plan));
+            Ok(Target::ModelInput(spec, model, plan))
+        }
+    }
+}
+
+/// What a thumbnail query asks for, read without the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThumbnailAsk {
+    Spec(ThumbnailSpec),
+    /// `preset=model:NAME`: the model's input, which only the engine knows.
+    ModelInput {
+        preset: String,
+        model: String,
+    },
+}
+
+/// Reads a thumbnail's query string (`w=256&h=256&fit=cover&...` or
+/// `preset=NAME`) into what it asks for, checked against the configured
+/// presets and output limit: the thumbnail route's parameter parser, which
+/// the fuzzer calls directly.
+pub fn thumbnail_query(
+    raw: &str,
+    thumbnails: &crate::config::ThumbnailsConfig,
+) -> Result<ThumbnailAsk, ApiError> {
+    let uri: axum::http::Uri = format!("/?{raw}")
+        .parse()
+        .map_err(|e: axum::http::uri::InvalidUri| bad(e.to_string()))?;
+    let Query(query): Query<ThumbnailQuery> =
+        Query::try_from_uri(&uri).map_err(|e| bad(e.body_text()))?;
+    parse_thumbnail_query(&query, thumbnails)
+}
+
+fn parse_thumbnail_query(
+    query: &ThumbnailQuery,
+    thumbnails: &crate::config::ThumbnailsConfig,
+) -> Result<ThumbnailAsk, ApiError> {
+    if let Some(preset) = &query.preset {
+        if let Some(model) = preset.strip_prefix("model:") {
+            return Ok(ThumbnailAsk::ModelInput {
+                preset: preset.clone(),
+                model: model.to_string(),
+            });
         }
         let spec =
             thumbnails
@@ -307,7 +346,7 @@ fn resolve(state: &AppState, query: &ThumbnailQuery) -> Result<Target, ApiError>
                 .ok_or_else(|| ApiError::UnknownPreset {
                     name: preset.clone(),
                 })?;
-        return Ok(Target::Thumbnail(spec));
+        return Ok(ThumbnailAsk::Spec(spec));
     }
     let lower = |value: &Option<String>| {
         value
@@ -352,7 +391,7 @@ fn resolve(state: &AppState, query: &ThumbnailQuery) -> Result<Target, ApiError>
     };
     spec.validate(thumbnails.max_output_pixels)
         .map_err(|e| ApiError::Image(e.into()))?;
-    Ok(Target::Thumbnail(spec))
+    Ok(ThumbnailAsk::Spec(spec))
 }
 
 /// A thumbnail of a stored photo, rendered once and then served from the

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ImageError};
-use crate::AppState;
 
 /// `POST /v1/analyze` as JSON.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -329,9 +328,9 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) ->
 pub(super) async fn read_multipart(
     request: Request,
     max_image_bytes: usize,
-    state: &AppState,
+    max_request_bytes: usize,
 ) -> Result<(Vec<Received>, Params), ApiError> {
-    let limit = state.config().limits.max_request_bytes;
+    let limit = max_request_bytes;
     let multipart_error = |e| multipart_error(e, limit);
     let mut multipart = open_multipart(request).await?;
     let mut params = Params::default();
@@ -489,6 +488,66 @@ pub(crate) fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
         other => Err(ApiError::InvalidRequest {
             reason: format!("`{name}` must be true or false, not {other:?}"),
         }),
+    }
+}
+
+/// The body readers on their own, without a server or models: what the
+/// fuzzer (`crates/fuzz`) feeds mutated bodies to. Each answers how many
+/// photos the body carried, or the error the API would answer with.
+pub mod readers {
+    use axum::body::{Body, Bytes};
+    use axum::extract::Request;
+
+    use crate::config::LimitsConfig;
+    use crate::error::ApiError;
+
+    fn request(body: Bytes, content_type: &str) -> Result<Request, ApiError> {
+        Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(axum::http::header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .map_err(|e| ApiError::InvalidRequest {
+                reason: e.to_string(),
+            })
+    }
+
+    /// `POST /v1/analyze` with any body form, by its `Content-Type`.
+    pub async fn analyze(
+        body: Bytes,
+        content_type: &str,
+        limits: &LimitsConfig,
+    ) -> Result<usize, ApiError> {
+        let request = request(body, content_type)?;
+        let kind = super::body_kind(request.headers())?;
+        let received = match kind {
+            super::BodyKind::Json => {
+                let body = super::read_body(request.into_body(), limits.max_request_bytes).await?;
+                super::parse_json(&body, limits.max_image_bytes)?.0
+            }
+            super::BodyKind::Multipart => {
+                super::read_multipart(request, limits.max_image_bytes, limits.max_request_bytes)
+                    .await?
+                    .0
+            }
+            super::BodyKind::Image => {
+                let body = super::read_body(request.into_body(), limits.max_request_bytes).await?;
+                super::check_image_size("0", body.len(), limits.max_image_bytes)?;
+                return Ok(1);
+            }
+        };
+        Ok(received.len())
+    }
+
+    /// `POST /v1/photos` with any body form, by its `Content-Type`.
+    pub async fn upload(
+        body: Bytes,
+        content_type: &str,
+        limits: &LimitsConfig,
+    ) -> Result<usize, ApiError> {
+        let (body, fields) = super::read_one_image(request(body, content_type)?, limits).await?;
+        body.decode(limits.max_image_bytes, fields)?;
+        Ok(1)
     }
 }
 

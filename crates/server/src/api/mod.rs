@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
 pub(crate) use admit::{admit_body, deadline};
+pub use body::readers;
 use body::{body_kind, check_image_size, parse_json, read_body, read_multipart, BodyKind, Params};
 pub(crate) use body::{parse_bool, read_one_image};
 pub use body::{AnalyzeQuery, AnalyzeRequest, ImageInput};
@@ -136,7 +137,7 @@ async fn analyze_inner(
         }
         BodyKind::Multipart => {
             let request = Request::from_parts(parts.clone(), body.reader());
-            read_multipart(request, limits.max_image_bytes, state).await?
+            read_multipart(request, limits.max_image_bytes, limits.max_request_bytes).await?
         }
         BodyKind::Image => {
             let body = read_body(body.reader(), limits.max_request_bytes).await?;
