@@ -149,11 +149,7 @@ pub fn estimate_decode(
     let (decoded_pixels, progressive) = match frame {
         Some(frame) => {
             let min = min_size(header.oriented_size()).map(|size| stored_axes(&header, size));
-            let scale = if frame.lossless {
-                ScalingFactor::ONE
-            } else {
-                jpeg_scale(header.width, header.height, min)
-            };
+            let scale = shrink_on_load(header.width, header.height, frame.lossless, min);
             let (w, h) = (
                 scale.scale(header.width as usize) as u64,
                 scale.scale(header.height as usize) as u64,
@@ -168,6 +164,22 @@ pub fn estimate_decode(
         stored_pixels,
         progressive,
     })
+}
+
+/// The DCT scale a JPEG is decoded at: [`jpeg_scale`], except that a
+/// lossless JPEG cannot be scaled. [`decode_to_fit`] and [`estimate_decode`]
+/// both choose with it, so admission prices the decode that happens.
+fn shrink_on_load(
+    width: u32,
+    height: u32,
+    lossless: bool,
+    min: Option<(u32, u32)>,
+) -> ScalingFactor {
+    if lossless {
+        ScalingFactor::ONE
+    } else {
+        jpeg_scale(width, height, min)
+    }
 }
 
 /// The smallest of 1/8, 1/4 and 1/2 whose output covers `min` on both axes, else 1.
@@ -226,11 +238,7 @@ fn decode_jpeg(
             limit: limits.max_pixels,
         });
     }
-    let scale = if frame.lossless || th_lossless {
-        ScalingFactor::ONE
-    } else {
-        jpeg_scale(width, height, min)
-    };
+    let scale = shrink_on_load(width, height, frame.lossless || th_lossless, min);
     d.set_scaling_factor(scale).map_err(tj)?;
     let (w, h) = (scale.scale(th_width), scale.scale(th_height));
     let cmyk = frame.components == 4;
