@@ -19,10 +19,15 @@ fn photos(home: &Home, name: &str) -> PathBuf {
         dir.join("cats/chelsea.png"),
     )
     .unwrap();
-    // Headers intact, a stretch of the entropy-coded data zeroed.
+    // A Huffman table whose code counts add up to more than 256 codes:
+    // libjpeg fails on it, and Pillow too. (Zeroed entropy data would not
+    // do: libjpeg only warns about it, and the photo decodes.)
     let mut bad = std::fs::read(home.samples().join("rocket.jpg")).unwrap();
-    let from = bad.len() / 3;
-    bad[from..from + 2000].fill(0);
+    let dht = bad
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC4])
+        .expect("a DHT segment");
+    bad[dht + 5..dht + 21].fill(0xFF);
     std::fs::write(dir.join("broken.jpg"), bad).unwrap();
     dir
 }
