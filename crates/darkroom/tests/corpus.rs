@@ -296,6 +296,16 @@ fn post_all(
     path: &str,
     bodies: &[(String, Vec<u8>)],
 ) -> BTreeMap<String, (u16, Vec<u8>)> {
+    post_all_as(address, path, "application/octet-stream", bodies)
+}
+
+/// [`post_all`] with another `Content-Type`.
+fn post_all_as(
+    address: &str,
+    path: &str,
+    content_type: &str,
+    bodies: &[(String, Vec<u8>)],
+) -> BTreeMap<String, (u16, Vec<u8>)> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let answers = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|s| {
@@ -305,7 +315,7 @@ fn post_all(
                 let Some((name, bytes)) = bodies.get(i) else {
                     break;
                 };
-                let request = common::post(path, "application/octet-stream", bytes);
+                let request = common::post(path, content_type, bytes);
                 let answer = common::http_bytes(address, &request);
                 answers.lock().unwrap().insert(name.clone(), answer);
             });
@@ -389,11 +399,30 @@ fn the_server_answers_every_corpus_file_concurrently_and_keeps_its_memory() {
     // the same photos uploaded and analysed by the workers, each with a
     // comment added (uploads of the same bytes would be duplicates). Then
     // the memory before.
+    // Requests of 32 photos fill every model's largest batch, so the
+    // models' buffers reach the size the busiest moment of the run could
+    // need (ONNX Runtime keeps its arena at the largest batch it has seen).
+    let bulk: Vec<(String, Vec<u8>)> = corpus
+        .chunks(32)
+        .enumerate()
+        .map(|(i, chunk)| {
+            use base64::Engine as _;
+            let images: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|(n, b)| {
+                    serde_json::json!({"id": n, "data": base64::engine::general_purpose::STANDARD.encode(b)})
+                })
+                .collect();
+            let body = serde_json::to_vec(&serde_json::json!({ "images": images })).unwrap();
+            (format!("bulk {i}"), body)
+        })
+        .collect();
     for copy in ["first copy", "second copy"] {
         let others: Vec<(String, Vec<u8>)> = corpus
             .iter()
             .map(|(n, bytes)| (n.clone(), with_comment(bytes, copy)))
             .collect();
+        post_all_as(&server.address, "/v1/analyze", "application/json", &bulk);
         post_all(&server.address, "/v1/analyze", &corpus);
         post_all(&server.address, "/v1/photos", &others);
         drain(&server.address);
