@@ -501,8 +501,17 @@ async fn the_queue_keeps_working_across_a_nats_restart() {
     q.push(&a).await.unwrap();
 
     let dir = server.stop();
-    // Down: a clear, retryable error (the client is reconnecting).
-    let err = q.pull(1, Duration::from_millis(200)).await.unwrap_err();
+    // Down: a clear, retryable error once the client has seen the socket
+    // close (on a busy machine that can take a moment; until then a pull
+    // finds nothing, and never a phantom job).
+    let noticed = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match q.pull(1, Duration::from_millis(200)).await {
+            Err(e) => break e,
+            Ok(got) => assert!(got.is_empty(), "a delivery from a stopped server"),
+        }
+        assert!(Instant::now() < noticed, "the client never noticed the server stop");
+    };
     assert!(matches!(err, QueueError::Unavailable(_)), "{err}");
 
     let server = NatsServer::start(port, &dir);
