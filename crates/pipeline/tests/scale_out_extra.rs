@@ -510,7 +510,10 @@ async fn the_queue_keeps_working_across_a_nats_restart() {
             Err(e) => break e,
             Ok(got) => assert!(got.is_empty(), "a delivery from a stopped server"),
         }
-        assert!(Instant::now() < noticed, "the client never noticed the server stop");
+        assert!(
+            Instant::now() < noticed,
+            "the client never noticed the server stop"
+        );
     };
     assert!(matches!(err, QueueError::Unavailable(_)), "{err}");
 
