@@ -129,24 +129,28 @@ pub fn run(
     // print each one as well.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    for case in cases {
-        let (target, seed_photo, input) = inputs.case(seed, case, targets);
-        if let Some(path) = current {
-            std::fs::write(path, &input)?;
+    // The hook comes back however the loop ends.
+    let result = (|| -> anyhow::Result<()> {
+        for case in cases {
+            let (target, seed_photo, input) = inputs.case(seed, case, targets);
+            if let Some(path) = current {
+                std::fs::write(path, &input)?;
+            }
+            if let Some(message) = report.record(target, inputs.run(target, &input)) {
+                report.findings.push(Finding {
+                    target,
+                    case,
+                    seed_photo,
+                    message,
+                    input,
+                });
+            }
+            if case % 256 == 255 {
+                progress(report);
+            }
         }
-        if let Some(message) = report.record(target, inputs.run(target, &input)) {
-            report.findings.push(Finding {
-                target,
-                case,
-                seed_photo,
-                message,
-                input,
-            });
-        }
-        if case % 256 == 255 {
-            progress(report);
-        }
-    }
+        Ok(())
+    })();
     std::panic::set_hook(hook);
-    Ok(())
+    result
 }
