@@ -72,10 +72,6 @@ enum IdMode {
     Hash,
 }
 
-/// `.mpo` (multi-picture JPEG: Fujifilm and Nintendo cameras, panorama and
-/// 3D modes) is a JPEG followed by more: its first, primary image is analysed.
-const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "mpo", "png", "webp"];
-
 /// Expands folders into the photos inside them, sorted; files are kept as given.
 pub fn collect_photos(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut photos = Vec::new();
@@ -104,11 +100,10 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)
         let path = entry.path();
         if path.is_dir() {
             walk(&path, found, errors);
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
+        } else if imaging::has_photo_extension(&path) {
+            // `.mpo` (multi-picture JPEG: Fujifilm and Nintendo cameras,
+            // panorama and 3D modes) is a JPEG followed by more: its first,
+            // primary image is analysed.
             found.push(path);
         }
     }

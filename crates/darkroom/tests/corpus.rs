@@ -55,11 +55,7 @@ fn corpus_files(dir: &Path) -> Vec<PathBuf> {
             )
         })
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                ["jpg", "jpeg", "mpo", "png", "webp"].contains(&e.to_ascii_lowercase().as_str())
-            })
-        })
+        .filter(|p| imaging::has_photo_extension(p))
         .collect();
     files.sort();
     files

@@ -95,11 +95,7 @@ pub fn load_seeds(dirs: &[PathBuf], max_bytes: u64) -> anyhow::Result<Vec<Seed>>
             .map_err(|e| anyhow::anyhow!("{}: {e} (fetch the seeds first)", dir.display()))?;
         for entry in entries {
             let path = entry?.path();
-            let photo = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                ["jpg", "jpeg", "mpo", "png", "webp"]
-                    .iter()
-                    .any(|x| e.eq_ignore_ascii_case(x))
-            });
+            let photo = imaging::has_photo_extension(&path);
             if !photo || std::fs::metadata(&path)?.len() > max_bytes {
                 continue;
             }

@@ -35,6 +35,17 @@ pub use thumbnail::{
     encode, render, render_model_input, Fit, OutputFormat, Thumbnail, ThumbnailSpec,
 };
 
+/// The file extensions Darkroom reads as photos (any case): JPEG, MPO (a
+/// JPEG with more pictures after it), PNG and WebP.
+pub const PHOTO_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "mpo", "png", "webp"];
+
+/// Whether `path` has one of [`PHOTO_EXTENSIONS`].
+pub fn has_photo_extension(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| PHOTO_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
 /// Packed 8-bit RGB pixels, row-major, no padding: `data.len() == width * height * 3`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RgbImage {

@@ -11,9 +11,6 @@ use super::{
 };
 use crate::configs;
 
-/// The extensions of the files the conformance corpus keeps.
-const CORPUS_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "mpo", "png", "webp"];
-
 impl Fetcher<'_> {
     pub(crate) fn runtime(&self, wheel: &Path, out: &Path) -> Result<()> {
         let lib = models::home::ORT_LIBRARY;
@@ -46,12 +43,7 @@ impl Fetcher<'_> {
                     stack.push(path);
                     continue;
                 }
-                let wanted = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    CORPUS_EXTENSIONS
-                        .iter()
-                        .any(|want| e.eq_ignore_ascii_case(want))
-                });
-                if !wanted {
+                if !imaging::has_photo_extension(&path) {
                     continue;
                 }
                 let rel = path.strip_prefix(&images).expect("under Tests/images");
