@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use learn::Metrics;
+
 use crate::analysis::StoredEmbedding;
+use crate::concept::VersionStatus;
 use crate::job::JobKind;
 use crate::photo::{Original, Status, Submission};
 use crate::rules::{Decision, Reason};
@@ -103,6 +106,32 @@ pub enum EventKind {
         http_status: u16,
         attempt: u32,
     },
+    /// A concept version was asked for and queued for training
+    /// (`photoId` is empty in every `concept.*` event).
+    #[serde(rename = "concept.training", rename_all = "camelCase")]
+    ConceptTraining {
+        concept: String,
+        version: u32,
+        positives: usize,
+        negatives: usize,
+        target_precision: f64,
+    },
+    /// A training finished: `ready` with its out-of-fold metrics, or `failed`.
+    #[serde(rename = "concept.trained", rename_all = "camelCase")]
+    ConceptTrained {
+        concept: String,
+        version: u32,
+        status: VersionStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<Metrics>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A version became the one served.
+    #[serde(rename = "concept.activated", rename_all = "camelCase")]
+    ConceptActivated { concept: String, version: u32 },
+    #[serde(rename = "concept.deleted", rename_all = "camelCase")]
+    ConceptDeleted { concept: String },
 }
 
 impl EventKind {
@@ -122,6 +151,10 @@ impl EventKind {
             EventKind::JobDead { .. } => "job.dead",
             EventKind::JobRetried { .. } => "job.retried",
             EventKind::CallbackDelivered { .. } => "callback.delivered",
+            EventKind::ConceptTraining { .. } => "concept.training",
+            EventKind::ConceptTrained { .. } => "concept.trained",
+            EventKind::ConceptActivated { .. } => "concept.activated",
+            EventKind::ConceptDeleted { .. } => "concept.deleted",
         }
     }
 }
@@ -156,6 +189,17 @@ impl Event {
             ),
             at_ms,
             photo_id: photo_id.to_string(),
+            kind,
+        }
+    }
+
+    /// An event about a concept: `key` names the change (`v3`, `v3:activated@<ms>`),
+    /// so the same change written twice is one event.
+    pub fn for_concept(concept: &str, key: &str, at_ms: i64, kind: EventKind) -> Event {
+        Event {
+            id: format!("concept:{concept}:{key}:{}", kind.name()),
+            at_ms,
+            photo_id: String::new(),
             kind,
         }
     }

@@ -14,6 +14,23 @@ pub enum JobKind {
     Process,
     /// POST the photo's record to its callback URL (it reached `status`).
     Callback { status: Status },
+    /// Train version `version` of a concept from its stored examples.
+    TrainConcept { concept: String, version: u32 },
+    /// Score every photo analysed before with an activated version.
+    BackfillConcept { concept: String, version: u32 },
+}
+
+impl JobKind {
+    /// `process`, `callback`, `train_concept` or `backfill_concept`: the
+    /// metrics label and the last token of the job's NATS subject.
+    pub fn token(&self) -> &'static str {
+        match self {
+            JobKind::Process => "process",
+            JobKind::Callback { .. } => "callback",
+            JobKind::TrainConcept { .. } => "train_concept",
+            JobKind::BackfillConcept { .. } => "backfill_concept",
+        }
+    }
 }
 
 /// One unit of work. `id` is deterministic, so the same work enqueued twice
@@ -35,6 +52,30 @@ impl Job {
             id: format!("process:{photo_id}:{step}"),
             photo_id: photo_id.to_string(),
             kind: JobKind::Process,
+        }
+    }
+
+    /// Training `concept` version `version` (no photo: `photo_id` is empty).
+    pub fn train_concept(concept: &str, version: u32) -> Job {
+        Job {
+            id: format!("train:{concept}:{version}"),
+            photo_id: String::new(),
+            kind: JobKind::TrainConcept {
+                concept: concept.to_string(),
+                version,
+            },
+        }
+    }
+
+    /// The backfill of `concept` version `version`.
+    pub fn backfill_concept(concept: &str, version: u32) -> Job {
+        Job {
+            id: format!("backfill:{concept}:{version}"),
+            photo_id: String::new(),
+            kind: JobKind::BackfillConcept {
+                concept: concept.to_string(),
+                version,
+            },
         }
     }
 

@@ -7,6 +7,8 @@
 //!   embedding.
 //! - [`photo`]: statuses, history, submissions, the compare-and-set
 //!   [`photo::Transition`].
+//! - [`concept`]: concepts trained from example photos, their versions
+//!   and what serving one takes.
 //! - [`rules`]: the review rules, pure and deterministic.
 //! - [`event`]: the typed events every change emits.
 //! - [`job`]: jobs, the retry policy and dead letters.
@@ -14,6 +16,7 @@
 //!   model runtime.
 
 pub mod analysis;
+pub mod concept;
 pub mod event;
 pub mod job;
 pub mod photo;

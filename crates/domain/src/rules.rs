@@ -28,6 +28,11 @@ pub struct ReviewRules {
     /// Accept thresholds for single concepts, overriding `accept_threshold`
     /// (e.g. a concept the classifier is known to over-predict).
     pub concept_accept: BTreeMap<String, f32>,
+    /// Active learning: a trained concept scoring within this distance of
+    /// its threshold sends the photo to human review
+    /// (`uncertain_concept`), where the reviewer's verdict becomes a label
+    /// for the next training. 0 turns it off.
+    pub uncertain_band: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +51,7 @@ impl Default for ReviewRules {
             accept_threshold: 0.8,
             suggest_threshold: 0.4,
             concept_accept: BTreeMap::new(),
+            uncertain_band: 0.05,
         }
     }
 }
@@ -82,8 +88,32 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum Reason {
-    ModelReleaseRequired { faces: usize },
-    LowQuality { quality: f32, threshold: f32 },
+    ModelReleaseRequired {
+        faces: usize,
+    },
+    LowQuality {
+        quality: f32,
+        threshold: f32,
+    },
+    /// A trained concept scored close to its threshold: a reviewer's
+    /// verdict on the keyword teaches its next version. Shown to people as
+    /// `uncertain_concept:<concept>`.
+    UncertainConcept {
+        concept: String,
+        score: f32,
+        threshold: f32,
+    },
+}
+
+impl Reason {
+    /// `model_release_required`, `low_quality` or `uncertain_concept:<name>`.
+    pub fn label(&self) -> String {
+        match self {
+            Reason::ModelReleaseRequired { .. } => "model_release_required".into(),
+            Reason::LowQuality { .. } => "low_quality".into(),
+            Reason::UncertainConcept { concept, .. } => format!("uncertain_concept:{concept}"),
+        }
+    }
 }
 
 /// The rules' verdict on one photo.
@@ -106,6 +136,7 @@ impl ReviewRules {
         if let Some(q) = self.min_quality {
             thresholds.push(("min_quality".to_string(), q));
         }
+        thresholds.push(("uncertain_band".to_string(), self.uncertain_band));
         for (concept, t) in &self.concept_accept {
             thresholds.push((format!("concept_accept.{concept}"), *t));
         }
@@ -126,6 +157,18 @@ impl ReviewRules {
     /// Decides one photo. Rejection outranks human review, which outranks
     /// publishing; every reason that applied is listed.
     pub fn review(&self, analysis: &PhotoAnalysis, uploader: &Uploader) -> Review {
+        self.review_with(analysis, uploader, &BTreeMap::new())
+    }
+
+    /// [`ReviewRules::review`] with the active trained concepts: each one's
+    /// threshold is its accept threshold, and a score within
+    /// `uncertain_band` of it sends the photo to a person.
+    pub fn review_with(
+        &self,
+        analysis: &PhotoAnalysis,
+        uploader: &Uploader,
+        trained: &BTreeMap<String, f32>,
+    ) -> Review {
         let mut reasons = Vec::new();
         let mut decision = Decision::Publish;
         let mut escalate = |to: Decision| {
@@ -155,9 +198,20 @@ impl ReviewRules {
         }
         let (mut accepted, mut suggested) = (Vec::new(), Vec::new());
         for (concept, confidence) in &analysis.concepts {
-            let accept = self
-                .concept_accept
+            if let Some(&threshold) = trained.get(concept) {
+                if self.uncertain_band > 0.0 && (confidence - threshold).abs() < self.uncertain_band
+                {
+                    reasons.push(Reason::UncertainConcept {
+                        concept: concept.clone(),
+                        score: *confidence,
+                        threshold,
+                    });
+                    escalate(Decision::NeedsReview);
+                }
+            }
+            let accept = trained
                 .get(concept)
+                .or_else(|| self.concept_accept.get(concept))
                 .copied()
                 .unwrap_or(self.accept_threshold);
             if *confidence >= accept {
@@ -304,6 +358,56 @@ mod tests {
         assert!(
             toml::from_str::<ReviewRules>("accept = 0.5").is_err(),
             "typos are errors"
+        );
+    }
+
+    #[test]
+    fn trained_concepts_use_their_threshold_and_send_the_uncertain_to_a_person() {
+        let rules = ReviewRules::default();
+        let trained = BTreeMap::from([("forest".to_string(), 0.6f32), ("lake".to_string(), 0.3)]);
+        let a = analysis(
+            &[("forest", 0.62), ("lake", 0.9), ("dog", 0.5)],
+            Some(0.9),
+            0,
+        );
+        let review = rules.review_with(&a, &Uploader::default(), &trained);
+        assert_eq!(review.decision, Decision::NeedsReview);
+        assert_eq!(
+            review.reasons,
+            vec![Reason::UncertainConcept {
+                concept: "forest".into(),
+                score: 0.62,
+                threshold: 0.6
+            }]
+        );
+        assert_eq!(review.reasons[0].label(), "uncertain_concept:forest");
+        // Accepted at their own thresholds (0.6, 0.3), not the default 0.8.
+        let accepted: Vec<&str> = review.accepted.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(accepted, ["lake", "forest"]);
+        let json = serde_json::to_value(&review.reasons[0]).unwrap();
+        assert_eq!(json["code"], "uncertain_concept");
+        assert_eq!(json["concept"], "forest");
+
+        // Far from the threshold, or the band off: published.
+        let sure = analysis(&[("forest", 0.95)], Some(0.9), 0);
+        assert_eq!(
+            rules
+                .review_with(&sure, &Uploader::default(), &trained)
+                .decision,
+            Decision::Publish
+        );
+        let off = ReviewRules {
+            uncertain_band: 0.0,
+            ..ReviewRules::default()
+        };
+        assert_eq!(
+            off.review_with(&a, &Uploader::default(), &trained).decision,
+            Decision::Publish
+        );
+        // Without trained concepts nothing changes.
+        assert_eq!(
+            rules.review(&a, &Uploader::default()).decision,
+            Decision::Publish
         );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use models::heads::Head;
+use models::heads::{Head, LinearConceptHead};
 
 /// An immutable, ordered set of heads with unique names.
 #[derive(Clone, Default)]
@@ -110,3 +110,33 @@ impl HeadRegistry {
         out
     }
 }
+
+impl HeadRegistry {
+    /// Whether a built-in head (anything but a trained concept) reports
+    /// `concept`: a trained concept may not take that name.
+    pub fn is_builtin_concept(&self, concept: &str) -> bool {
+        self.snapshot()
+            .heads()
+            .iter()
+            .any(|h| h.kind() != TRAINED && h.reports_concept(concept))
+    }
+
+    /// Serves exactly `concepts` as the trained concepts: the ones missing
+    /// from it are removed, the others installed or replaced, in one swap.
+    pub fn serve_trained(&self, concepts: &[domain::concept::ConceptHead]) {
+        self.update(|h| {
+            h.retain(|head| head.kind() != TRAINED);
+            for c in concepts {
+                h.install(Arc::new(LinearConceptHead::new(
+                    &c.name,
+                    &c.model,
+                    c.weights.clone(),
+                    c.bias,
+                )));
+            }
+        });
+    }
+}
+
+/// The kind of [`LinearConceptHead`].
+const TRAINED: &str = "trained_concept";

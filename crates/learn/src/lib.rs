@@ -94,6 +94,16 @@ pub enum LearnError {
 
 /// Trains a concept on `examples` (see the crate's documentation).
 pub fn train(examples: &Examples, options: &Options) -> Result<Trained, LearnError> {
+    train_with_progress(examples, options, &mut |_, _| {})
+}
+
+/// [`train`], calling `progress(done, total)` after each fit: one per fold
+/// and strength of the grid, then the final fit on every example.
+pub fn train_with_progress(
+    examples: &Examples,
+    options: &Options,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Trained, LearnError> {
     let (n_pos, n_neg) = (examples.positives.len(), examples.negatives.len());
     if n_pos < MIN_POSITIVES || n_neg < 2 {
         return Err(LearnError::TooFewExamples {
@@ -123,6 +133,8 @@ pub fn train(examples: &Examples, options: &Options) -> Result<Trained, LearnErr
         .map(|i| (if i < n_pos { i } else { i - n_pos }) % folds)
         .collect();
 
+    let total = L2_GRID.len() * folds + 1;
+    let mut done = 0;
     let mut best: Option<(f64, f64, Vec<f32>)> = None;
     for &l2 in &L2_GRID {
         let mut scores = vec![0.0f32; rows.len()];
@@ -137,6 +149,8 @@ pub fn train(examples: &Examples, options: &Options) -> Result<Trained, LearnErr
             for i in (0..rows.len()).filter(|&i| fold_of[i] == fold) {
                 scores[i] = model.score(rows[i]);
             }
+            done += 1;
+            progress(done, total);
         }
         let ap = metrics::average_precision(&metrics::curve(&scores, &labels));
         // Ties go to the stronger regularisation, tried first.
@@ -158,6 +172,7 @@ pub fn train(examples: &Examples, options: &Options) -> Result<Trained, LearnErr
         options.max_iter,
         options.tolerance,
     );
+    progress(total, total);
     Ok(Trained {
         model,
         metrics: Metrics {

@@ -209,6 +209,15 @@ impl ConceptMap {
         &self.wnids
     }
 
+    /// Whether `concept` is one this map reports (a class name or a broad
+    /// concept), compared without regard to case.
+    pub fn reports(&self, concept: &str) -> bool {
+        self.names
+            .iter()
+            .chain(self.concepts.iter().map(|c| &c.name))
+            .any(|n| n.eq_ignore_ascii_case(concept))
+    }
+
     /// The broad concepts, in vocabulary order.
     pub fn concepts(&self) -> &[BroadConcept] {
         &self.concepts

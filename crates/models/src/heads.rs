@@ -107,6 +107,11 @@ pub trait Head: Send + Sync {
     fn reads(&self) -> Vec<&str> {
         vec![self.model()]
     }
+    /// Whether it reports `concept` among the concepts (a trained concept
+    /// may not take a built-in one's name).
+    fn reports_concept(&self, _concept: &str) -> bool {
+        false
+    }
     /// Writes this head's part of `out`. Cheap: runs once per photo.
     fn apply(&self, input: &HeadInput<'_>, opts: &AnalyzeOptions, out: &mut PhotoAnalysis);
 }
@@ -129,6 +134,10 @@ impl Head for ConceptsHead {
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn reports_concept(&self, concept: &str) -> bool {
+        self.map.reports(concept)
     }
 
     fn apply(&self, input: &HeadInput<'_>, opts: &AnalyzeOptions, out: &mut PhotoAnalysis) {

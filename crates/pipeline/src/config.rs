@@ -32,6 +32,10 @@ pub struct PipelineConfig {
     /// Seconds a draining worker (SIGTERM) waits for its jobs before it
     /// hands the rest back to the queue.
     pub drain_s: u64,
+    /// How often each process looks for a newly activated (or removed)
+    /// trained concept, in milliseconds: an activation is served everywhere
+    /// within about this long.
+    pub concept_poll_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -49,6 +53,7 @@ impl Default for PipelineConfig {
             },
             callbacks: CallbackConfig::default(),
             drain_s: 20,
+            concept_poll_ms: 1_000,
         }
     }
 }

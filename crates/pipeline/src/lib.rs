@@ -12,10 +12,14 @@
 //! - [`service`]: [`Pipeline`], the handles the API and the workers share,
 //!   and the API's operations (upload, list, review decisions, retries).
 //! - [`worker`]: pulls jobs, runs the stages, delivers callbacks.
+//! - [`concepts`]: concepts trained from example photos — the API's
+//!   operations, the training and backfill jobs, and the watcher that
+//!   serves the active versions in every process.
 //! - [`callback`]: callback URLs checked at upload and at delivery, so
 //!   they never reach private networks.
 
 pub mod callback;
+pub mod concepts;
 pub mod config;
 pub mod queue;
 pub mod service;
@@ -25,7 +29,7 @@ pub mod worker;
 // The photo, event, job and rule types live in the `domain` crate (no
 // runtime, no I/O), so the lake and the reports can use them without the
 // pipeline's databases; re-exported here under their old paths.
-pub use domain::{analysis, event, job, photo, rules};
+pub use domain::{analysis, concept, event, job, photo, rules, stage};
 
 pub use callback::CallbackConfig;
 pub use config::{MetadataConfig, PipelineConfig, QueueConfig};

@@ -44,6 +44,22 @@ pub enum PipelineError {
     InvalidReview { reason: String },
     #[error("no dead job {id}")]
     JobNotFound { id: String },
+    #[error("no concept {name:?}")]
+    ConceptNotFound { name: String },
+    #[error("concept {name:?} has no version {version}")]
+    ConceptVersionNotFound { name: String, version: u32 },
+    /// A concept request that cannot be trained; `photo_ids` lists the
+    /// photos at fault, where there are any.
+    #[error("{reason}")]
+    InvalidConcept {
+        code: &'static str,
+        reason: String,
+        photo_ids: Vec<String>,
+    },
+    #[error("concept {name:?} is training version {version}; wait until it is ready or failed")]
+    ConceptTraining { name: String, version: u32 },
+    #[error("concept {name:?}: {reason}")]
+    VersionNotReady { name: String, reason: String },
 }
 
 impl PipelineError {
@@ -57,6 +73,11 @@ impl PipelineError {
             PipelineError::NotInReview { .. } => "not_in_review",
             PipelineError::InvalidReview { .. } => "invalid_review",
             PipelineError::JobNotFound { .. } => "job_not_found",
+            PipelineError::ConceptNotFound { .. } => "concept_not_found",
+            PipelineError::ConceptVersionNotFound { .. } => "concept_version_not_found",
+            PipelineError::InvalidConcept { code, .. } => code,
+            PipelineError::ConceptTraining { .. } => "concept_training",
+            PipelineError::VersionNotReady { .. } => "version_not_ready",
         }
     }
 }
@@ -117,6 +138,8 @@ pub struct Pipeline {
     pub(crate) blobs: BlobStore,
     pub(crate) rules: ReviewRules,
     pub(crate) config: PipelineConfig,
+    /// The active trained concepts' thresholds, kept by [`crate::concepts::watch`].
+    pub(crate) trained: std::sync::RwLock<std::sync::Arc<std::collections::BTreeMap<String, f32>>>,
     /// Dropped with the pipeline, which stops the event relay.
     _relay_stop: tokio::sync::watch::Sender<bool>,
 }
@@ -160,6 +183,7 @@ impl Pipeline {
             blobs: options.blobs,
             rules: options.rules,
             config: options.pipeline,
+            trained: Default::default(),
             _relay_stop: relay_stop,
         })
     }
@@ -368,10 +392,15 @@ impl Pipeline {
                 }
                 Job::process(&photo_id, record.history.len())
             }
-            JobKind::Callback { .. } => Job {
+            JobKind::Callback { .. } | JobKind::BackfillConcept { .. } => Job {
                 id: format!("{}:retry:{at_ms}", dead.job.id),
                 ..dead.job.clone()
             },
+            // A dead training left its version failed: train a new one.
+            JobKind::TrainConcept { concept, .. } => {
+                let (name, version) = self.retrain_concept(concept).await?;
+                Job::train_concept(&name, version)
+            }
         };
         self.queue.push(&job).await?;
         let retried = Event::for_job(

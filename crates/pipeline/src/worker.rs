@@ -13,6 +13,7 @@ use domain::stage::{Analyze, Analyzed, StageError};
 use tokio::sync::{watch, Semaphore};
 
 use crate::callback::Deliverer;
+use crate::concepts;
 use crate::event::{Event, EventKind};
 use crate::job::{DeadJob, Job, JobKind, RetryPolicy};
 use crate::photo::{now_ms, PhotoRecord, Status, Transition};
@@ -203,7 +204,9 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
 
     fn policy(&self, kind: &JobKind) -> &RetryPolicy {
         match kind {
-            JobKind::Process => &self.pipeline.config.retry,
+            JobKind::Process | JobKind::TrainConcept { .. } | JobKind::BackfillConcept { .. } => {
+                &self.pipeline.config.retry
+            }
             JobKind::Callback { .. } => &self.pipeline.config.callback_retry,
         }
     }
@@ -238,13 +241,23 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
             eprintln!("darkroom worker: recording dead job {}: {e}", job.id);
             return;
         }
-        if job.kind == JobKind::Process {
-            if let Err(e) = self.fail_photo(&job.photo_id, &error).await {
-                eprintln!(
-                    "darkroom worker: marking photo {} failed: {e}",
-                    job.photo_id
-                );
+        match &job.kind {
+            JobKind::Process => {
+                if let Err(e) = self.fail_photo(&job.photo_id, &error).await {
+                    eprintln!(
+                        "darkroom worker: marking photo {} failed: {e}",
+                        job.photo_id
+                    );
+                }
             }
+            JobKind::TrainConcept { concept, version } => {
+                if let Err(e) =
+                    concepts::fail_training(&self.pipeline, concept, *version, &error).await
+                {
+                    eprintln!("darkroom worker: marking concept {concept} v{version} failed: {e}");
+                }
+            }
+            JobKind::Callback { .. } | JobKind::BackfillConcept { .. } => {}
         }
         if let Err(e) = self.pipeline.queue.dead(delivery, &dead).await {
             eprintln!("darkroom worker: removing dead job {}: {e}", job.id);
@@ -280,6 +293,12 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
         match &job.kind {
             JobKind::Process => self.process(&job.photo_id).await,
             JobKind::Callback { status } => self.callback(job, *status, attempt).await,
+            JobKind::TrainConcept { concept, version } => {
+                concepts::train(&self.pipeline, concept, *version).await
+            }
+            JobKind::BackfillConcept { concept, version } => {
+                concepts::backfill(&self.pipeline, concept, *version).await
+            }
         }
     }
 
@@ -365,7 +384,8 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                 let analysis = record.analysis.as_ref().ok_or_else(|| {
                     StageError::Permanent(format!("photo {id} is analyzed but has no analysis"))
                 })?;
-                let review = rules.review(analysis, &record.submission.uploader);
+                let trained = self.pipeline.trained_thresholds();
+                let review = rules.review_with(analysis, &record.submission.uploader, &trained);
                 let at_ms = at();
                 let mut t =
                     Transition::new(id, Status::Analyzed, Status::Reviewed, &self.name, at_ms);

@@ -1238,6 +1238,207 @@ async fn queue_concurrent_pullers_share_the_jobs(b: &Backends) {
     assert_eq!(q.depth().await.unwrap(), 0);
 }
 
+/// Trained concepts: versions numbered per concept, one training at a
+/// time, weights read back as served, activation, backfilled scores only
+/// for the active version, the embedding reads training needs, reviewers'
+/// verdicts as labels, and deletion; each change with its event.
+async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
+    use pipeline::concept::{Backfill, TrainingSpec, VersionStatus};
+    use pipeline::store::ConceptScore;
+    let s = &b.store;
+    for (i, id) in ["c1", "c2", "c3"].iter().enumerate() {
+        insert(b, id, i as i64).await;
+        let e = embedding("v1", &[i as f32, 1.0]);
+        assert!(s.put_embedding(id, &e, 10, &[]).await.unwrap());
+    }
+    let spec = TrainingSpec {
+        positives: vec!["c1".into(), "c2".into()],
+        negatives: vec!["c3".into()],
+        target_precision: 0.9,
+        activate: true,
+        model: "effnet".into(),
+        from_review: 0,
+    };
+    assert_eq!(
+        s.begin_concept_version("forest", &spec, 100).await.unwrap(),
+        Ok(1)
+    );
+    // One training at a time per concept; other concepts are free.
+    assert_eq!(
+        s.begin_concept_version("forest", &spec, 101).await.unwrap(),
+        Err(1)
+    );
+    assert_eq!(
+        s.begin_concept_version("lake", &spec, 102).await.unwrap(),
+        Ok(1)
+    );
+    let forest = s.get_concept("forest").await.unwrap().expect("created");
+    assert_eq!(forest.active, None);
+    assert_eq!(forest.training(), Some(1));
+    assert_eq!(
+        s.concept_spec("forest", 1).await.unwrap(),
+        Some(spec.clone())
+    );
+    assert_eq!(
+        s.concept_head("forest", 1).await.unwrap(),
+        None,
+        "not trained yet"
+    );
+
+    let mut v1 = forest.versions[0].clone();
+    v1.status = VersionStatus::Ready;
+    v1.metrics = Some(learn::Metrics {
+        precision: 1.0,
+        recall: 1.0,
+        f1: 1.0,
+        ap: 1.0,
+        threshold: 0.5,
+        meets_target: true,
+        positives: 2,
+        negatives: 1,
+        background_negatives: 0,
+        folds: 2,
+        l2: 0.1,
+    });
+    let weights = [0.25f32, -0.5];
+    assert!(s
+        .save_concept_version("forest", &v1, Some((&weights, 0.125)), true, &[])
+        .await
+        .unwrap());
+    assert_eq!(
+        s.active_concepts().await.unwrap(),
+        vec![("forest".to_string(), 1)]
+    );
+    let head = s.concept_head("forest", 1).await.unwrap().expect("trained");
+    assert_eq!(
+        (head.weights.as_slice(), head.bias, head.threshold),
+        (&weights[..], 0.125, 0.5)
+    );
+    assert_eq!(
+        s.begin_concept_version("forest", &spec, 103).await.unwrap(),
+        Ok(2)
+    );
+    assert!(
+        !s.activate_concept("forest", 9, &[]).await.unwrap(),
+        "no version 9"
+    );
+    assert!(!s.activate_concept("nothing", 1, &[]).await.unwrap());
+
+    // The reads training and backfill make.
+    let ids: Vec<String> = ["c3", "zz", "c1"].iter().map(|s| s.to_string()).collect();
+    let mut found: Vec<String> = s
+        .embeddings_of(&ids, "effnet")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    found.sort();
+    assert_eq!(found, ["c1", "c3"]);
+    assert!(s.embeddings_of(&ids, "other").await.unwrap().is_empty());
+    let background: Vec<String> = s
+        .background_embeddings("effnet", 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(background, ["c1", "c2"], "by id");
+    assert_eq!(s.count_embeddings("effnet").await.unwrap(), 3);
+    let page = s.embeddings_page("effnet", 0, 2).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[1].2 .0, vec![1.0, 1.0]);
+    let rest = s.embeddings_page("effnet", page[1].0, 10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        ["c3"]
+    );
+
+    // Scores are written for the active version only.
+    let mut scored = v1.clone();
+    scored.backfill = Some(Backfill {
+        done: 2,
+        total: 3,
+        tagged: 1,
+        cursor: page[1].0,
+        finished: false,
+        photos_per_second: None,
+    });
+    let scores: Vec<ConceptScore> = page
+        .iter()
+        .map(|(seq, id, _)| ConceptScore {
+            photo_seq: *seq,
+            photo_id: id.clone(),
+            score: 0.75,
+        })
+        .collect();
+    assert!(s
+        .save_concept_scores("forest", &scored, &scores)
+        .await
+        .unwrap());
+    assert_eq!(s.concept_score("forest", "c2").await.unwrap(), Some(0.75));
+    assert_eq!(s.concept_score("forest", "c3").await.unwrap(), None);
+    let back = s.get_concept("forest").await.unwrap().unwrap();
+    assert_eq!(
+        back.version(1).unwrap().backfill.as_ref().unwrap().cursor,
+        page[1].0
+    );
+    let mut stale = scored.clone();
+    stale.version = 2;
+    assert!(
+        !s.save_concept_scores("forest", &stale, &scores)
+            .await
+            .unwrap(),
+        "v2 is not active"
+    );
+
+    // Reviewers' verdicts on the keyword, by photo.
+    for (id, accepted, rejected) in [
+        ("c1", vec!["forest"], vec![]),
+        ("c2", vec!["forest path"], vec!["forest"]),
+    ] {
+        let mut t = Transition::new(id, Status::Stored, Status::Reviewed, "reviewer:ana", 20);
+        t.human_review = Some(HumanReview {
+            decision: Decision::Publish,
+            accepted: accepted.into_iter().map(String::from).collect(),
+            rejected: rejected.into_iter().map(String::from).collect(),
+            reviewer: "ana".into(),
+            note: None,
+            at_ms: 20,
+        });
+        s.transition(&t).await.unwrap().expect("applies");
+    }
+    assert_eq!(
+        s.review_labels("forest").await.unwrap(),
+        vec![("c1".to_string(), true), ("c2".to_string(), false)]
+    );
+    assert!(s.review_labels("lake").await.unwrap().is_empty());
+
+    let names: Vec<String> = s
+        .list_concepts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["forest", "lake"]);
+    assert!(s.delete_concept("forest", &[]).await.unwrap());
+    assert!(!s.delete_concept("forest", &[]).await.unwrap());
+    assert_eq!(s.get_concept("forest").await.unwrap(), None);
+    assert_eq!(s.concept_score("forest", "c1").await.unwrap(), None);
+    assert!(s.active_concepts().await.unwrap().is_empty());
+    let events = all_events(b).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e.kind.name())
+        .filter(|t| t.starts_with("concept."))
+        .collect();
+    assert_eq!(
+        types, ["concept.training"; 3],
+        "one event per version begun"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The suite, once per pair of backends
 
@@ -1276,6 +1477,7 @@ macro_rules! suite {
             list_pages_in_seq_order,
             pending_and_count_by_status,
             embeddings_are_kept_with_the_analysis,
+            concepts_are_versioned_served_and_deleted,
             dead_letters_record_list_get_remove,
             append_events_skips_duplicate_ids,
             read_events_in_order,

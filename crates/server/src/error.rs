@@ -135,6 +135,7 @@ impl ImageError {
         ErrorBody {
             code: self.code().to_string(),
             message: self.to_string(),
+            photo_ids: Vec::new(),
         }
     }
 }
@@ -175,6 +176,10 @@ impl From<EngineError> for ApiError {
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
+    /// The photos at fault, where a request named some that cannot be used
+    /// (`unknown_photos`, `conflicting_examples`).
+    #[serde(rename = "photoIds", skip_serializing_if = "Vec::is_empty")]
+    pub photo_ids: Vec<String>,
 }
 
 /// The body of every non-2xx answer.
@@ -262,9 +267,16 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
+        let photo_ids = match self {
+            ApiError::Pipeline(PipelineError::InvalidConcept { photo_ids, .. }) => {
+                photo_ids.clone()
+            }
+            _ => Vec::new(),
+        };
         ErrorBody {
             code: self.code().to_string(),
             message: self.to_string(),
+            photo_ids,
         }
     }
 }
@@ -278,8 +290,15 @@ fn pipeline_status(e: &PipelineError) -> StatusCode {
         PipelineError::PhotoNotFound { .. } | PipelineError::JobNotFound { .. } => {
             StatusCode::NOT_FOUND
         }
-        PipelineError::NotInReview { .. } => StatusCode::CONFLICT,
-        PipelineError::InvalidReview { .. } => StatusCode::BAD_REQUEST,
+        PipelineError::ConceptNotFound { .. } | PipelineError::ConceptVersionNotFound { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        PipelineError::NotInReview { .. }
+        | PipelineError::ConceptTraining { .. }
+        | PipelineError::VersionNotReady { .. } => StatusCode::CONFLICT,
+        PipelineError::InvalidReview { .. } | PipelineError::InvalidConcept { .. } => {
+            StatusCode::BAD_REQUEST
+        }
     }
 }
 
@@ -334,6 +353,45 @@ mod tests {
         assert_eq!(
             ImageError::InvalidBase64("x".into()).code(),
             "invalid_base64"
+        );
+    }
+
+    #[test]
+    fn concept_errors_map_to_their_statuses() {
+        let status = |e: PipelineError| ApiError::Pipeline(e).status();
+        assert_eq!(
+            status(PipelineError::ConceptTraining {
+                name: "forest".into(),
+                version: 1
+            }),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(PipelineError::VersionNotReady {
+                name: "forest".into(),
+                reason: "training".into()
+            }),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(PipelineError::ConceptNotFound {
+                name: "forest".into()
+            }),
+            StatusCode::NOT_FOUND
+        );
+        let unknown = ApiError::Pipeline(PipelineError::InvalidConcept {
+            code: "unknown_photos",
+            reason: "1 photo is unknown".into(),
+            photo_ids: vec!["abc".into()],
+        });
+        assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+        let body = serde_json::to_value(unknown.body()).unwrap();
+        assert_eq!(body["code"], "unknown_photos");
+        assert_eq!(body["photoIds"], serde_json::json!(["abc"]));
+        let plain = serde_json::to_value(ApiError::ShuttingDown.body()).unwrap();
+        assert!(
+            plain.get("photoIds").is_none(),
+            "absent unless photos are at fault"
         );
     }
 }

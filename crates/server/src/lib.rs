@@ -10,6 +10,7 @@
 //! workers when the role runs them.
 
 pub mod api;
+pub mod concepts;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -151,6 +152,7 @@ impl AppState {
         tokio::task::spawn_blocking(move || loader.load_engine())
             .await
             .map_err(|e| StartError::Internal(format!("loading models: {e}")))??;
+        self.watch_concepts();
         if self.inner.config.role.runs_workers() {
             self.start_workers();
         }
@@ -173,6 +175,25 @@ impl AppState {
         );
         let handle = tokio::spawn(worker.run(self.inner.stop_workers.subscribe()));
         *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Serves the active trained concepts in this process's engine, and
+    /// their thresholds in its review rules: polls the store every
+    /// `pipeline.concept_poll_ms` until shutdown. Needs the pipeline open
+    /// and the models loaded.
+    pub fn watch_concepts(&self) {
+        let (Some(pipeline), Some(engine)) = (self.inner.pipeline.get(), self.inner.engine.get())
+        else {
+            return;
+        };
+        let every = Duration::from_millis(self.inner.config.pipeline.concept_poll_ms.max(50));
+        let engine = engine.clone();
+        tokio::spawn(pipeline::concepts::watch(
+            pipeline.clone(),
+            every,
+            move |heads| engine.heads().serve_trained(&heads),
+            self.inner.stop_workers.subscribe(),
+        ));
     }
 
     /// The pipeline, once its stores are open.
@@ -244,7 +265,17 @@ pub fn router(state: AppState) -> Router {
             .route("/v1/review/queue", get(review::review_queue))
             .route("/v1/review/{id}", post(review::decide))
             .route("/v1/jobs/dead", get(review::dead_jobs))
-            .route("/v1/jobs/dead/{id}/retry", post(review::retry_dead));
+            .route("/v1/jobs/dead/{id}/retry", post(review::retry_dead))
+            .route("/v1/concepts", post(concepts::create).get(concepts::list))
+            .route(
+                "/v1/concepts/{name}",
+                get(concepts::get).delete(concepts::delete),
+            )
+            .route(
+                "/v1/concepts/{name}/versions/{version}/activate",
+                post(concepts::activate),
+            )
+            .route("/v1/concepts/{name}/retrain", post(concepts::retrain));
     }
     routes
         .route("/metrics", get(api::metrics))

@@ -15,10 +15,6 @@ pub(crate) struct JobMetrics(pub Arc<Metrics>);
 
 impl WorkerObserver for JobMetrics {
     fn job(&self, kind: &JobKind, outcome: &'static str, elapsed: Duration) {
-        let kind = match kind {
-            JobKind::Process => "process",
-            JobKind::Callback { .. } => "callback",
-        };
-        self.0.job(kind, outcome, elapsed);
+        self.0.job(kind.token(), outcome, elapsed);
     }
 }

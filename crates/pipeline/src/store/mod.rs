@@ -1,5 +1,5 @@
 //! The metadata store: photo records, their embeddings, the search
-//! keywords, the dead-letter list, and the event log (embedded) or event
+//! keywords, trained concepts ([`concepts`]), the dead-letter list, and the event log (embedded) or event
 //! outbox (scaled out).
 //!
 //! Two implementations with the same behaviour, checked by one conformance
@@ -11,8 +11,11 @@
 //! transaction, so the log never misses a change and never records one that
 //! did not happen.
 
+mod concepts;
 pub mod postgres;
 pub mod sqlite;
+
+pub use concepts::ConceptScore;
 
 use crate::analysis::{Embedding, StoredEmbedding};
 use crate::config::MetadataConfig;
@@ -80,6 +83,7 @@ macro_rules! dispatch {
         }
     };
 }
+pub(crate) use dispatch;
 
 impl MetaStore {
     /// Connects (or opens the file) and creates the tables if missing.

@@ -132,6 +132,52 @@ impl Server {
     }
 }
 
+/// The scale-out backends of one test: a PostgreSQL schema, a NATS stream
+/// prefix and a moto bucket of its own.
+pub struct ScaleOut {
+    pub storage: storage::StorageConfig,
+    pub metadata: pipeline::MetadataConfig,
+    pub queue: pipeline::QueueConfig,
+}
+
+impl ScaleOut {
+    pub async fn new(name: &str) -> ScaleOut {
+        // Bucket and schema names have length limits: the test's initials.
+        let initials: String = name.split('_').filter_map(|w| w.chars().next()).collect();
+        let unique = format!(
+            "t_{initials}_{}_{}",
+            std::process::id(),
+            pipeline::photo::now_ms()
+        );
+        ScaleOut {
+            storage: moto_bucket(&initials).await,
+            metadata: pipeline::MetadataConfig::Postgres {
+                url: std::env::var("PIPELINE_POSTGRES_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+                schema: unique.clone(),
+                connections: 4,
+            },
+            queue: pipeline::QueueConfig::Nats {
+                url: std::env::var("PIPELINE_NATS_URL")
+                    .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+                prefix: unique,
+            },
+        }
+    }
+
+    pub fn apply(&self, config: &mut server::ServerConfig) {
+        config.storage = self.storage.clone();
+        config.metadata = self.metadata.clone();
+        config.queue = self.queue.clone();
+    }
+
+    pub async fn remove(self) {
+        pipeline::config::remove_deployment(&self.metadata, &self.queue)
+            .await
+            .expect("the test's schema and streams are removed");
+    }
+}
+
 /// A fresh bucket on the moto S3 server that `scripts/test.sh` starts on
 /// loopback (`MOTO_ENDPOINT`), as a storage config.
 pub async fn moto_bucket(name: &str) -> storage::StorageConfig {

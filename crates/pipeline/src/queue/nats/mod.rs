@@ -40,7 +40,7 @@ use tokio::sync::watch;
 
 use super::{Delivery, Handle, QueueError, QueueResult, QueueSettings};
 use crate::event::{Event, LoggedEvent};
-use crate::job::{DeadJob, Job, JobKind};
+use crate::job::{DeadJob, Job};
 use crate::store::MetaStore;
 
 mod events;
@@ -100,14 +100,6 @@ impl Names {
 
     fn events_stream(&self) -> String {
         format!("{}_EVENTS", self.stream)
-    }
-}
-
-/// `process` or `callback`: the last subject token of a job.
-fn kind_token(kind: &JobKind) -> &'static str {
-    match kind {
-        JobKind::Process => "process",
-        JobKind::Callback { .. } => "callback",
     }
 }
 
@@ -302,11 +294,7 @@ impl NatsQueue {
     pub async fn push(&self, job: &Job) -> QueueResult<()> {
         let payload = serde_json::to_vec(job)
             .map_err(|e| QueueError::Backend(format!("encoding job {}: {e}", job.id)))?;
-        let subject = format!(
-            "{}.jobs.{}",
-            self.inner.names.subject,
-            kind_token(&job.kind)
-        );
+        let subject = format!("{}.jobs.{}", self.inner.names.subject, job.kind.token());
         let what = format!("queueing job {}", job.id);
         self.publish_acked(subject, payload, job.id.clone(), &what)
             .await
@@ -445,7 +433,7 @@ impl NatsQueue {
         let subject = format!(
             "{}.dead.{}",
             self.inner.names.subject,
-            kind_token(&dead.job.kind)
+            dead.job.kind.token()
         );
         let what = format!("dead-lettering job {}", dead.job.id);
         let id = format!("{}:{}", dead.job.id, dead.attempts);

@@ -229,8 +229,9 @@ impl PgStore {
             .await
             .map_err(pg_error)?;
             tx.batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {};\n{SCHEMA_SQL}",
-                quote_ident(schema)
+                "CREATE SCHEMA IF NOT EXISTS {};\n{SCHEMA_SQL}\n{}",
+                quote_ident(schema),
+                concepts::SCHEMA_SQL
             ))
             .await
             .map_err(pg_error)?;
@@ -759,6 +760,7 @@ impl PgStore {
     }
 }
 
+mod concepts;
 mod rows;
 
 use rows::*;

@@ -155,6 +155,7 @@ impl SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             tx.execute_batch(SCHEMA).map_err(db_err)?;
+            tx.execute_batch(concepts::SCHEMA).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             let reader = open(true)?;
             Ok(SqliteStore {
@@ -700,6 +701,7 @@ impl SqliteStore {
     }
 }
 
+mod concepts;
 mod rows;
 #[cfg(test)]
 mod tests;
