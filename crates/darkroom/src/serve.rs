@@ -20,6 +20,10 @@ GET /v1/photos/{id} shows its status and history (?include=embedding adds the em
 every photo), GET /v1/review/queue and POST /v1/review/{id} are the human review, GET /v1/jobs/dead lists jobs that failed past their retries. Embedded by default (SQLite and \
 local files under the home); scale out with metadata.kind=postgres, queue.kind=nats and storage.kind=s3, \
 one `--role api` process and any number of `--role worker` processes. Workers drain on SIGTERM.\n\n\
+Concepts: POST /v1/concepts {\"name\", \"positives\": [photo ids], \"negatives\": [...]} trains a keyword from \
+example photos' stored embeddings in a worker job (202); GET /v1/concepts/{name} shows its versions, \
+out-of-fold metrics and backfill; an activated version is served in every process within \
+pipeline.concept_poll_ms, without a restart.\n\n\
 Also GET /v1/models, /metrics (Prometheus), /healthz, /readyz, /openapi.json.\n\n\
 Settings come from defaults, then the --config TOML file, then DARKROOM_* environment variables \
 (sections joined by __, e.g. DARKROOM_LIMITS__MAX_IMAGE_BYTES=1000000), then flags (--set KEY=VALUE for any \

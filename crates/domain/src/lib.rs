@@ -27,5 +27,5 @@ pub use analysis::{Caption, DecodeWarning, Embedding, Face, PhotoAnalysis, Store
 pub use event::{Event, EventKind, LoggedEvent};
 pub use job::{DeadJob, Job, JobKind, RetryPolicy};
 pub use photo::{NewPhoto, PhotoRecord, Status, Transition};
-pub use rules::{Decision, Reason, Review, ReviewRules, RulesError, Uploader};
+pub use rules::{Decision, Reason, Review, ReviewRules, RulesError, Thresholds, Uploader};
 pub use stage::{Analyze, Analyzed, StageError};

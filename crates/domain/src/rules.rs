@@ -64,6 +64,16 @@ pub enum RulesError {
     SuggestAboveAccept { suggest: f32, accept: f32 },
 }
 
+/// Concepts that come with their own threshold, by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Thresholds {
+    /// Concepts trained by users (`/v1/concepts`): accept threshold, and
+    /// the centre of the uncertain band.
+    pub trained: BTreeMap<String, f32>,
+    /// Built-in keywords (the stock vocabulary): accept threshold only.
+    pub builtin: BTreeMap<String, f32>,
+}
+
 /// What the uploader declared with the photo.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -157,18 +167,20 @@ impl ReviewRules {
     /// Decides one photo. Rejection outranks human review, which outranks
     /// publishing; every reason that applied is listed.
     pub fn review(&self, analysis: &PhotoAnalysis, uploader: &Uploader) -> Review {
-        self.review_with(analysis, uploader, &BTreeMap::new())
+        self.review_with(analysis, uploader, &Thresholds::default())
     }
 
-    /// [`ReviewRules::review`] with the active trained concepts: each one's
-    /// threshold is its accept threshold, and a score within
-    /// `uncertain_band` of it sends the photo to a person.
+    /// [`ReviewRules::review`] with concepts that carry their own
+    /// threshold: it is their accept threshold (unless `concept_accept`
+    /// names them), and a trained concept scoring within `uncertain_band`
+    /// of it sends the photo to a person.
     pub fn review_with(
         &self,
         analysis: &PhotoAnalysis,
         uploader: &Uploader,
-        trained: &BTreeMap<String, f32>,
+        thresholds: &Thresholds,
     ) -> Review {
+        let trained = &thresholds.trained;
         let mut reasons = Vec::new();
         let mut decision = Decision::Publish;
         let mut escalate = |to: Decision| {
@@ -209,9 +221,11 @@ impl ReviewRules {
                     escalate(Decision::NeedsReview);
                 }
             }
-            let accept = trained
+            let accept = self
+                .concept_accept
                 .get(concept)
-                .or_else(|| self.concept_accept.get(concept))
+                .or_else(|| trained.get(concept))
+                .or_else(|| thresholds.builtin.get(concept))
                 .copied()
                 .unwrap_or(self.accept_threshold);
             if *confidence >= accept {
@@ -364,7 +378,10 @@ mod tests {
     #[test]
     fn trained_concepts_use_their_threshold_and_send_the_uncertain_to_a_person() {
         let rules = ReviewRules::default();
-        let trained = BTreeMap::from([("forest".to_string(), 0.6f32), ("lake".to_string(), 0.3)]);
+        let trained = Thresholds {
+            trained: BTreeMap::from([("forest".to_string(), 0.6f32), ("lake".to_string(), 0.3)]),
+            builtin: BTreeMap::from([("dog".to_string(), 0.45f32)]),
+        };
         let a = analysis(
             &[("forest", 0.62), ("lake", 0.9), ("dog", 0.5)],
             Some(0.9),
@@ -383,7 +400,7 @@ mod tests {
         assert_eq!(review.reasons[0].label(), "uncertain_concept:forest");
         // Accepted at their own thresholds (0.6, 0.3), not the default 0.8.
         let accepted: Vec<&str> = review.accepted.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(accepted, ["lake", "forest"]);
+        assert_eq!(accepted, ["lake", "forest", "dog"]);
         let json = serde_json::to_value(&review.reasons[0]).unwrap();
         assert_eq!(json["code"], "uncertain_concept");
         assert_eq!(json["concept"], "forest");

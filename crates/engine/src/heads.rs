@@ -121,6 +121,17 @@ impl HeadRegistry {
             .any(|h| h.kind() != TRAINED && h.reports_concept(concept))
     }
 
+    /// The built-in keywords' thresholds (the stock vocabulary): their
+    /// accept thresholds in the review rules.
+    pub fn keyword_thresholds(&self) -> std::collections::BTreeMap<String, f32> {
+        self.snapshot()
+            .heads()
+            .iter()
+            .filter_map(|h| h.keyword_threshold())
+            .map(|(k, t)| (k.to_string(), t))
+            .collect()
+    }
+
     /// Serves exactly `concepts` as the trained concepts: the ones missing
     /// from it are removed, the others installed or replaced, in one swap.
     pub fn serve_trained(&self, concepts: &[domain::concept::ConceptHead]) {

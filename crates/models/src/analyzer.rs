@@ -31,6 +31,7 @@ use crate::heads::{
 };
 use crate::onnx_runtime::OrtBackend;
 use crate::repository::{Batching, ModelEntry, ModelKind, Repository};
+use crate::stock::{RollupCalibration, StockVocabulary};
 
 /// How models are loaded.
 #[derive(Debug, Clone)]
@@ -235,7 +236,8 @@ impl Analyzer {
                             .ok_or_else(|| config_err(entry, "no [classifier] section"))?;
                         let map = Arc::new(
                             ConceptMap::load(entry.path(&concepts.concepts))
-                                .map_err(|e| config_err(entry, &e.to_string()))?,
+                                .map_err(|e| config_err(entry, &e.to_string()))?
+                                .with_floors(RollupCalibration::builtin().floors(&c.name)),
                         );
                         analyzer.heads.push(Arc::new(ConceptsHead {
                             model: c.name.clone(),
@@ -245,6 +247,15 @@ impl Analyzer {
                             analyzer.heads.push(Arc::new(EmbeddingHead {
                                 model: c.name.clone(),
                             }));
+                            let stock = StockVocabulary::builtin();
+                            match stock.heads(&c.name, &weights_version(entry)) {
+                                Ok(heads) => analyzer.heads.extend(
+                                    heads.into_iter().map(|h| Arc::new(h) as Arc<dyn Head>),
+                                ),
+                                // Another classifier: it has no vocabulary.
+                                Err(_) if stock.model != c.name => {}
+                                Err(why) => eprintln!("darkroom: no stock keywords: {why}"),
+                            }
                         }
                         classifier.get_or_insert((c.name.clone(), map));
                     } else {

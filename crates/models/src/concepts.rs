@@ -69,6 +69,9 @@ pub struct ConceptMap {
     names: Vec<String>,
     /// Class index → index into `names`.
     name_of_class: Vec<usize>,
+    /// Per broad concept (by index), the score below which it is not
+    /// reported (0: always; infinite: never). See [`ConceptMap::with_floors`].
+    floors: Vec<f32>,
 }
 
 /// What `ConceptMap::score` returns.
@@ -178,10 +181,34 @@ impl ConceptMap {
         Ok(ConceptMap {
             labels,
             wnids,
-            concepts,
+            floors: vec![0.0; concepts.len()],
             names,
             name_of_class,
+            concepts,
         })
+    }
+
+    /// Reports each named broad concept only at or above its floor (`None`:
+    /// never), as measured on labelled photos (`data/rollup_calibration.json`).
+    /// Names the map does not have are ignored.
+    pub fn with_floors<'a>(
+        mut self,
+        floors: impl IntoIterator<Item = (&'a str, Option<f32>)>,
+    ) -> ConceptMap {
+        for (name, floor) in floors {
+            if let Some(i) = self.concepts.iter().position(|c| c.name == name) {
+                self.floors[i] = floor.unwrap_or(f32::INFINITY);
+            }
+        }
+        self
+    }
+
+    /// Whether the broad concept `name` can be reported at all.
+    pub fn reports_broad(&self, name: &str) -> bool {
+        self.concepts
+            .iter()
+            .zip(&self.floors)
+            .any(|(c, f)| c.name == name && f.is_finite())
     }
 
     /// Reads `concepts.json`.
@@ -257,12 +284,15 @@ impl ConceptMap {
             offer(&mut best, name, (score, breadth), opts.min_confidence);
         }
         if opts.include_broad {
-            for concept in &self.concepts {
-                let score = concept
+            for (concept, &floor) in self.concepts.iter().zip(&self.floors) {
+                let score: f32 = concept
                     .classes
                     .iter()
                     .map(|&i| probs.get(i).copied().unwrap_or(0.0))
                     .sum();
+                if score < floor {
+                    continue;
+                }
                 let scored = (score, concept.classes.len());
                 offer(&mut best, &concept.name, scored, opts.min_confidence);
             }

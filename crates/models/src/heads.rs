@@ -112,6 +112,11 @@ pub trait Head: Send + Sync {
     fn reports_concept(&self, _concept: &str) -> bool {
         false
     }
+    /// A built-in keyword reported only at or above a threshold: `(keyword,
+    /// threshold)`, its accept threshold in the review rules.
+    fn keyword_threshold(&self) -> Option<(&str, f32)> {
+        None
+    }
     /// Writes this head's part of `out`. Cheap: runs once per photo.
     fn apply(&self, input: &HeadInput<'_>, opts: &AnalyzeOptions, out: &mut PhotoAnalysis);
 }
@@ -346,7 +351,11 @@ pub struct LinearConceptHead {
     pub model: String,
     pub weights: Vec<f32>,
     pub bias: f32,
-    /// The registry key: `concept:<name>`.
+    /// Built in (the stock vocabulary): reported only at or above this
+    /// threshold. A concept trained by users has none: it is reported like
+    /// the classifier's concepts, from `min_confidence` up.
+    pub floor: Option<f32>,
+    /// The registry key: `concept:<name>` (trained) or `stock:<name>`.
     key: String,
 }
 
@@ -358,6 +367,22 @@ impl LinearConceptHead {
             model: model.to_string(),
             weights,
             bias,
+            floor: None,
+        }
+    }
+
+    /// A stock-vocabulary keyword, reported only at or above `threshold`.
+    pub fn stock(
+        concept: &str,
+        model: &str,
+        weights: Vec<f32>,
+        bias: f32,
+        threshold: f32,
+    ) -> LinearConceptHead {
+        LinearConceptHead {
+            key: format!("stock:{concept}"),
+            floor: Some(threshold),
+            ..LinearConceptHead::new(concept, model, weights, bias)
         }
     }
 
@@ -380,7 +405,19 @@ impl Head for LinearConceptHead {
     }
 
     fn kind(&self) -> &'static str {
-        "trained_concept"
+        if self.floor.is_some() {
+            "stock_concept"
+        } else {
+            "trained_concept"
+        }
+    }
+
+    fn reports_concept(&self, concept: &str) -> bool {
+        self.floor.is_some() && self.concept == concept
+    }
+
+    fn keyword_threshold(&self) -> Option<(&str, f32)> {
+        self.floor.map(|f| (self.concept.as_str(), f))
     }
 
     fn model(&self) -> &str {
@@ -395,7 +432,7 @@ impl Head for LinearConceptHead {
             return;
         }
         let score = self.score(&embedding.0);
-        if score >= opts.min_confidence {
+        if score >= self.floor.unwrap_or(opts.min_confidence) {
             out.concepts.push((self.concept.clone(), score));
         }
     }

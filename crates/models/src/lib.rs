@@ -15,6 +15,7 @@ pub mod heads;
 pub mod home;
 pub mod onnx_runtime;
 pub mod repository;
+pub mod stock;
 pub mod testing;
 
 pub use domain::analysis;

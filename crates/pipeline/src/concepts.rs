@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::event::{Event, EventKind};
 use crate::job::Job;
 use crate::photo::now_ms;
+use crate::rules::Thresholds;
 use crate::service::{Pipeline, PipelineError, PipelineResult};
 use crate::stage::StageError;
 use crate::store::ConceptScore;
@@ -278,20 +279,40 @@ impl Pipeline {
         }
     }
 
-    /// The accept thresholds of the active trained concepts, for the rules.
-    pub fn trained_thresholds(&self) -> Arc<BTreeMap<String, f32>> {
-        self.trained
+    /// The thresholds of the active trained concepts and of the built-in
+    /// keywords, for the rules.
+    pub fn thresholds(&self) -> Arc<Thresholds> {
+        self.thresholds
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
+    /// The accept thresholds of the active trained concepts.
+    pub fn trained_thresholds(&self) -> BTreeMap<String, f32> {
+        self.thresholds().trained.clone()
+    }
+
+    /// Sets the built-in keywords' thresholds (the engine's stock
+    /// vocabulary), once the models are loaded.
+    pub fn set_builtin_thresholds(&self, builtin: BTreeMap<String, f32>) {
+        let mut current = self.thresholds.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(Thresholds {
+            trained: current.trained.clone(),
+            builtin,
+        });
+    }
+
     fn set_trained_thresholds(&self, heads: &[ConceptHead]) {
-        let map = heads
+        let trained = heads
             .iter()
             .map(|h| (h.name.clone(), h.threshold))
             .collect();
-        *self.trained.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+        let mut current = self.thresholds.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(Thresholds {
+            trained,
+            builtin: current.builtin.clone(),
+        });
     }
 }
 

@@ -138,8 +138,9 @@ pub struct Pipeline {
     pub(crate) blobs: BlobStore,
     pub(crate) rules: ReviewRules,
     pub(crate) config: PipelineConfig,
-    /// The active trained concepts' thresholds, kept by [`crate::concepts::watch`].
-    pub(crate) trained: std::sync::RwLock<std::sync::Arc<std::collections::BTreeMap<String, f32>>>,
+    /// Thresholds of the active trained concepts (kept by
+    /// [`crate::concepts::watch`]) and of the built-in keywords.
+    pub(crate) thresholds: std::sync::RwLock<std::sync::Arc<crate::rules::Thresholds>>,
     /// Dropped with the pipeline, which stops the event relay.
     _relay_stop: tokio::sync::watch::Sender<bool>,
 }
@@ -183,7 +184,7 @@ impl Pipeline {
             blobs: options.blobs,
             rules: options.rules,
             config: options.pipeline,
-            trained: Default::default(),
+            thresholds: Default::default(),
             _relay_stop: relay_stop,
         })
     }

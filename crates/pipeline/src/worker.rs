@@ -384,8 +384,8 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                 let analysis = record.analysis.as_ref().ok_or_else(|| {
                     StageError::Permanent(format!("photo {id} is analyzed but has no analysis"))
                 })?;
-                let trained = self.pipeline.trained_thresholds();
-                let review = rules.review_with(analysis, &record.submission.uploader, &trained);
+                let thresholds = self.pipeline.thresholds();
+                let review = rules.review_with(analysis, &record.submission.uploader, &thresholds);
                 let at_ms = at();
                 let mut t =
                     Transition::new(id, Status::Analyzed, Status::Reviewed, &self.name, at_ms);

@@ -186,6 +186,7 @@ impl AppState {
         else {
             return;
         };
+        pipeline.set_builtin_thresholds(engine.heads().keyword_thresholds());
         let every = Duration::from_millis(self.inner.config.pipeline.concept_poll_ms.max(50));
         let engine = engine.clone();
         tokio::spawn(pipeline::concepts::watch(

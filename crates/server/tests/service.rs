@@ -34,7 +34,11 @@ async fn a_json_batch_answers_in_order_with_inline_errors() {
         .iter()
         .map(|c| c[0].as_str().unwrap())
         .collect();
-    assert!(top.len() <= 8 && top.contains(&"tabby cat"), "{top:?}");
+    // A stock keyword and the classifier's own classes, within topK.
+    assert!(
+        top.len() <= 8 && top.contains(&"close-up") && top.contains(&"Egyptian Mau"),
+        "{top:?}"
+    );
     assert!(results[0]["quality"].as_f64().is_some());
     let embedding = base64::engine::general_purpose::STANDARD
         .decode(results[0]["embedding"].as_str().unwrap())
@@ -285,9 +289,21 @@ async fn models_metrics_health_and_openapi() {
         models["models"][0]["batching"]["max_batch_size"], 4,
         "override in effect"
     );
-    let heads: Vec<(&str, &str)> = models["heads"]
+    let (stock, heads): (Vec<&Value>, Vec<&Value>) = models["heads"]
         .as_array()
         .unwrap()
+        .iter()
+        .partition(|h| h["kind"] == "stock_concept");
+    // The built-in stock vocabulary: one head per keyword, over the embedding.
+    assert_eq!(
+        stock.len(),
+        models::stock::StockVocabulary::builtin().concepts.len()
+    );
+    assert!(stock
+        .iter()
+        .all(|h| h["model"] == "efficientnet-lite0"
+            && h["name"].as_str().unwrap().starts_with("stock:")));
+    let heads: Vec<(&str, &str)> = heads
         .iter()
         .map(|h| (h["name"].as_str().unwrap(), h["model"].as_str().unwrap()))
         .collect();
