@@ -9,45 +9,28 @@
 //! The embeddings are synthetic (two clouds in 64 dimensions), so the
 //! test needs no model; the server's tests train on real photos.
 
+mod support {
+    pub mod synthetic;
+}
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipeline::analysis::{Embedding, StoredEmbedding};
+use pipeline::analysis::Embedding;
 use pipeline::concept::{ConceptHead, VersionStatus};
 use pipeline::concepts::CreateConcept;
 use pipeline::config::{MetadataConfig, PipelineConfig, QueueConfig};
-use pipeline::photo::{HumanReview, NewPhoto, Original, Status, Submission, Transition};
+use pipeline::photo::{HumanReview, Status, Transition};
 use pipeline::rules::{Decision, ReviewRules};
-use pipeline::{Analyze, Analyzed, Pipeline, PipelineError, PipelineOptions, StageError, Worker};
+use pipeline::{Pipeline, PipelineError, PipelineOptions, Worker};
+use support::synthetic::{self, NoAnalysis};
 
 const MODEL: &str = "effnet";
 const DIMS: usize = 64;
 
-/// Concept jobs never analyse a photo.
-struct NoAnalysis;
-
-impl Analyze for NoAnalysis {
-    async fn analyze(&self, id: String, _: Vec<u8>) -> Result<Analyzed, StageError> {
-        Err(StageError::Permanent(format!(
-            "{id}: no analysis in this test"
-        )))
-    }
-}
-
-/// SplitMix64 in -1..1: reproducible clouds.
-fn noise(seed: &mut u64) -> f32 {
-    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-}
-
 /// A photo near axis 0 (a forest) or axis 1 (anything else).
 fn vector(forest: bool, seed: &mut u64) -> Embedding {
-    let mut v: Vec<f32> = (0..DIMS).map(|_| 0.3 * noise(seed)).collect();
-    v[usize::from(!forest)] += 1.0;
-    Embedding::normalized(&v)
+    synthetic::clouds(forest, DIMS, 0.3, seed)
 }
 
 fn unique(name: &str) -> String {
@@ -119,29 +102,8 @@ async fn catalogue(pipeline: &Pipeline) {
     for (prefix, forest, n) in [("f", true, 20), ("b", false, 40)] {
         for i in 0..n {
             let id = format!("{prefix}{i:02}");
-            let photo = NewPhoto {
-                id: id.clone(),
-                submission: Submission::default(),
-                original: Original {
-                    bytes: 1,
-                    format: "jpeg".into(),
-                    width: 1,
-                    height: 1,
-                },
-                by: "test".into(),
-                at_ms: 1,
-            };
-            pipeline.store().insert_photo(&photo, &[]).await.unwrap();
-            let e = StoredEmbedding {
-                model: MODEL.into(),
-                version: "v1".into(),
-                vector: vector(forest, &mut seed),
-            };
-            assert!(pipeline
-                .store()
-                .put_embedding(&id, &e, 1, &[])
-                .await
-                .unwrap());
+            let e = vector(forest, &mut seed);
+            synthetic::store_analysed(pipeline.store(), &id, MODEL, e).await;
         }
     }
 }
