@@ -140,14 +140,20 @@ def main():
             progress(n, len(photos), "uploading")
         pending = set(ids.values())
         total = len(pending)
+        failed = set()
         while pending:
             for pid in list(pending):
                 _, record = call(base, "GET", f"/v1/photos/{pid}")
                 if record["status"] in ("published", "needs_review", "rejected", "failed"):
                     pending.discard(pid)
+                if record["status"] == "failed":
+                    failed.add(pid)
             progress(total - len(pending), total, "analysing")
             time.sleep(0.5)
 
+        if failed:
+            print(f"{len(failed)} photos could not be analysed; left out", file=sys.stderr)
+            photos = [(f, ks) for f, ks in photos if ids[f] not in failed]
         vocabulary = sorted({k for _, ks in photos for k in ks})
         results = []
         for n, keyword in enumerate(vocabulary, 1):

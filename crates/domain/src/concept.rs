@@ -130,9 +130,19 @@ pub struct ConceptVersion {
     pub training_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<Backfill>,
+    /// When it was last activated (its backfill belongs to that activation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<i64>,
 }
 
 impl ConceptVersion {
+    /// `v<version>@<createdAt>`: names this version in job and event ids,
+    /// apart from a version of the same number of a concept deleted and
+    /// made again.
+    pub fn key(&self) -> String {
+        format!("v{}@{}", self.version, self.created_at)
+    }
+
     /// A version just asked for: training, queued.
     pub fn queued(version: u32, spec: &TrainingSpec, at_ms: i64) -> ConceptVersion {
         ConceptVersion {
@@ -150,6 +160,7 @@ impl ConceptVersion {
             error: None,
             training_ms: None,
             backfill: None,
+            activated_at: None,
         }
     }
 

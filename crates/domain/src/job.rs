@@ -15,9 +15,20 @@ pub enum JobKind {
     /// POST the photo's record to its callback URL (it reached `status`).
     Callback { status: Status },
     /// Train version `version` of a concept from its stored examples.
-    TrainConcept { concept: String, version: u32 },
-    /// Score every photo analysed before with an activated version.
-    BackfillConcept { concept: String, version: u32 },
+    /// `created_at` tells this version from one of the same number in a
+    /// concept deleted and made again.
+    TrainConcept {
+        concept: String,
+        version: u32,
+        created_at: i64,
+    },
+    /// Score every photo analysed before with an activated version, for
+    /// its activation at `activated_at` (activating again starts afresh).
+    BackfillConcept {
+        concept: String,
+        version: u32,
+        activated_at: i64,
+    },
 }
 
 impl JobKind {
@@ -55,26 +66,29 @@ impl Job {
         }
     }
 
-    /// Training `concept` version `version` (no photo: `photo_id` is empty).
-    pub fn train_concept(concept: &str, version: u32) -> Job {
+    /// Training `concept` version `version`, made at `created_at` (no
+    /// photo: `photo_id` is empty).
+    pub fn train_concept(concept: &str, version: u32, created_at: i64) -> Job {
         Job {
-            id: format!("train:{concept}:{version}"),
+            id: format!("train:{concept}:{version}@{created_at}"),
             photo_id: String::new(),
             kind: JobKind::TrainConcept {
                 concept: concept.to_string(),
                 version,
+                created_at,
             },
         }
     }
 
-    /// The backfill of `concept` version `version`.
-    pub fn backfill_concept(concept: &str, version: u32) -> Job {
+    /// The backfill of `concept` version `version` activated at `activated_at`.
+    pub fn backfill_concept(concept: &str, version: u32, activated_at: i64) -> Job {
         Job {
-            id: format!("backfill:{concept}:{version}"),
+            id: format!("backfill:{concept}:{version}@{activated_at}"),
             photo_id: String::new(),
             kind: JobKind::BackfillConcept {
                 concept: concept.to_string(),
                 version,
+                activated_at,
             },
         }
     }

@@ -108,7 +108,18 @@ impl Pipeline {
             .concept_spec(name, latest.version)
             .await?
             .ok_or_else(|| PipelineError::ConceptNotFound { name: name.into() })?;
-        let labels = self.store.review_labels(name).await?;
+        // Verdicts on photos without an embedding of the model (not
+        // analysed again since a model change) cannot be trained on: left out.
+        let mut labels = self.store.review_labels(name).await?;
+        let labelled: Vec<String> = labels.iter().map(|(id, _)| id.clone()).collect();
+        let usable: BTreeSet<String> = self
+            .store
+            .embeddings_of(&labelled, &spec.model)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        labels.retain(|(id, _)| usable.contains(id));
         let mut positives: BTreeSet<String> = spec.positives.into_iter().collect();
         let mut negatives: BTreeSet<String> = spec.negatives.into_iter().collect();
         for (id, accepted) in &labels {
@@ -198,11 +209,8 @@ impl Pipeline {
                 photo_ids: unknown,
             });
         }
-        let version = match self
-            .store
-            .begin_concept_version(name, &spec, now_ms())
-            .await?
-        {
+        let at_ms = now_ms();
+        let version = match self.store.begin_concept_version(name, &spec, at_ms).await? {
             Ok(v) => v,
             Err(training) => {
                 return Err(PipelineError::ConceptTraining {
@@ -211,17 +219,18 @@ impl Pipeline {
                 })
             }
         };
-        if let Err(e) = self.queue.push(&Job::train_concept(name, version)).await {
+        if let Err(e) = self
+            .queue
+            .push(&Job::train_concept(name, version, at_ms))
+            .await
+        {
             // Not queued: fail the version now, or it would block every
             // later training of the concept.
-            let mut body = ConceptVersion::queued(version, &spec, now_ms());
-            body.status = VersionStatus::Failed;
-            body.progress = None;
-            body.error = Some(format!("could not be queued: {e}"));
-            let _ = self
-                .store
-                .save_concept_version(name, &body, None, false, &[])
-                .await;
+            let body = ConceptVersion::queued(version, &spec, at_ms);
+            let failed = format!("could not be queued: {e}");
+            if let Err(save) = fail_version(&self.store, name, body, &failed).await {
+                eprintln!("darkroom: concept {name} v{version} is left training: {save}");
+            }
             return Err(e.into());
         }
         Ok((name.to_string(), version))
@@ -253,13 +262,16 @@ impl Pipeline {
                 reason,
             })?;
         let at_ms = now_ms();
-        let event = activated_event(name, version, at_ms);
-        if !self.store.activate_concept(name, version, &[event]).await? {
+        let event = activated_event(name, v, at_ms);
+        let Some(body) = self
+            .store
+            .activate_concept(name, version, at_ms, &[event])
+            .await?
+        else {
+            // Deleted, or no longer ready, since it was read.
             return Err(PipelineError::ConceptNotFound { name: name.into() });
-        }
-        self.queue
-            .push(&Job::backfill_concept(name, version))
-            .await?;
+        };
+        queue_backfill(self, name, &body).await?;
         self.concept(name).await
     }
 
@@ -316,30 +328,94 @@ impl Pipeline {
     }
 }
 
-fn activated_event(name: &str, version: u32, at_ms: i64) -> Event {
+fn activated_event(name: &str, version: &ConceptVersion, at_ms: i64) -> Event {
     Event::for_concept(
         name,
-        &format!("v{version}:activated@{at_ms}"),
+        &format!("{}:activated@{at_ms}", version.key()),
         at_ms,
         EventKind::ConceptActivated {
             concept: name.to_string(),
-            version,
+            version: version.version,
         },
     )
 }
 
-/// Trains version `version` of `name`: the worker's `train_concept` job.
-/// A version no longer training (done by an earlier delivery, or its
-/// concept deleted) is left alone.
-pub(crate) async fn train(pipeline: &Pipeline, name: &str, version: u32) -> Result<(), StageError> {
+/// The `concept.trained` event of a finished (ready or failed) version.
+fn trained_event(name: &str, body: &ConceptVersion, at_ms: i64) -> Event {
+    Event::for_concept(
+        name,
+        &body.key(),
+        at_ms,
+        EventKind::ConceptTrained {
+            concept: name.to_string(),
+            version: body.version,
+            status: body.status,
+            metrics: body.metrics.clone(),
+            error: body.error.clone(),
+        },
+    )
+}
+
+/// Marks a version that is still training failed, with its event.
+async fn fail_version(
+    store: &crate::store::MetaStore,
+    name: &str,
+    mut body: ConceptVersion,
+    error: &str,
+) -> Result<bool, crate::store::StoreError> {
+    body.status = VersionStatus::Failed;
+    body.progress = None;
+    body.error = Some(error.to_string());
+    let event = trained_event(name, &body, now_ms());
+    store
+        .update_training(name, &body, None, false, &[event])
+        .await
+}
+
+/// Queues the backfill of an activated version (idempotent: the job id
+/// names the activation).
+async fn queue_backfill(
+    pipeline: &Pipeline,
+    name: &str,
+    body: &ConceptVersion,
+) -> Result<(), crate::queue::QueueError> {
+    if let Some(at) = body.activated_at {
+        pipeline
+            .queue
+            .push(&Job::backfill_concept(name, body.version, at))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Trains version `version` of `name` (made at `created_at`): the
+/// worker's `train_concept` job. A version no longer training (done by an
+/// earlier delivery) or gone (its concept deleted, maybe made again) is
+/// left alone; every write is conditional on it still training, so a
+/// duplicate delivery running beside this one never undoes its result.
+pub(crate) async fn train(
+    pipeline: &Pipeline,
+    name: &str,
+    version: u32,
+    created_at: i64,
+) -> Result<(), StageError> {
     let store = &pipeline.store;
     let Some(concept) = store.get_concept(name).await? else {
         return Ok(());
     };
-    let Some(mut body) = concept.version(version).cloned() else {
+    let Some(mut body) = concept
+        .version(version)
+        .filter(|v| v.created_at == created_at)
+        .cloned()
+    else {
         return Ok(());
     };
     if body.status != VersionStatus::Training {
+        // An earlier delivery trained and activated it, then died before
+        // queueing the backfill: queue it now (the id deduplicates).
+        if concept.active == Some(version) && body.backfill.is_none() {
+            queue_backfill(pipeline, name, &body).await?;
+        }
         return Ok(());
     }
     let spec = store
@@ -352,9 +428,9 @@ pub(crate) async fn train(pipeline: &Pipeline, name: &str, version: u32) -> Resu
         done: 0,
         total: (spec.positives.len() + spec.negatives.len()) as u64,
     });
-    store
-        .save_concept_version(name, &body, None, false, &[])
-        .await?;
+    if !store.update_training(name, &body, None, false, &[]).await? {
+        return Ok(());
+    }
     let examples = gather(pipeline, &spec).await?;
 
     let done = Arc::new(AtomicU64::new(0));
@@ -383,7 +459,7 @@ pub(crate) async fn train(pipeline: &Pipeline, name: &str, version: u32) -> Resu
                     total: total.load(Ordering::Relaxed),
                 });
                 // Progress is a courtesy: a failed write is not the job's failure.
-                let _ = store.save_concept_version(name, &body, None, false, &[]).await;
+                let _ = store.update_training(name, &body, None, false, &[]).await;
             }
         }
     };
@@ -403,23 +479,13 @@ pub(crate) async fn train(pipeline: &Pipeline, name: &str, version: u32) -> Resu
             (None, false)
         }
     };
-    let mut events = vec![Event::for_concept(
-        name,
-        &format!("v{version}"),
-        at_ms,
-        EventKind::ConceptTrained {
-            concept: name.to_string(),
-            version,
-            status: body.status,
-            metrics: body.metrics.clone(),
-            error: body.error.clone(),
-        },
-    )];
+    let mut events = vec![trained_event(name, &body, at_ms)];
     if activate {
-        events.push(activated_event(name, version, at_ms));
+        events.push(activated_event(name, &body, at_ms));
+        crate::store::concepts::activated(&mut body, at_ms);
     }
     let saved = store
-        .save_concept_version(
+        .update_training(
             name,
             &body,
             weights.as_ref().map(|m| (m.weights.as_slice(), m.bias)),
@@ -428,10 +494,7 @@ pub(crate) async fn train(pipeline: &Pipeline, name: &str, version: u32) -> Resu
         )
         .await?;
     if saved && activate {
-        pipeline
-            .queue
-            .push(&Job::backfill_concept(name, version))
-            .await?;
+        queue_backfill(pipeline, name, &body).await?;
     }
     Ok(())
 }
@@ -486,12 +549,14 @@ async fn gather(pipeline: &Pipeline, spec: &TrainingSpec) -> Result<learn::Examp
 }
 
 /// Scores every stored embedding with an activated version: the worker's
-/// `backfill_concept` job. Resumes from its saved cursor; stops when the
-/// version is no longer the active one.
+/// `backfill_concept` job, for the activation at `activated_at`. Resumes
+/// from its saved cursor; stops when the version is no longer the active
+/// one or was activated again (that activation has a backfill of its own).
 pub(crate) async fn backfill(
     pipeline: &Pipeline,
     name: &str,
     version: u32,
+    activated_at: i64,
 ) -> Result<(), StageError> {
     let store = &pipeline.store;
     let Some(concept) = store.get_concept(name).await? else {
@@ -500,7 +565,11 @@ pub(crate) async fn backfill(
     if concept.active != Some(version) {
         return Ok(());
     }
-    let Some(mut body) = concept.version(version).cloned() else {
+    let Some(mut body) = concept
+        .version(version)
+        .filter(|v| v.activated_at == Some(activated_at))
+        .cloned()
+    else {
         return Ok(());
     };
     let head = store.concept_head(name, version).await?.ok_or_else(|| {
@@ -555,24 +624,20 @@ pub(crate) async fn fail_training(
     pipeline: &Pipeline,
     name: &str,
     version: u32,
+    created_at: i64,
     error: &str,
 ) -> Result<(), StageError> {
     let Some(concept) = pipeline.store.get_concept(name).await? else {
         return Ok(());
     };
-    let Some(mut body) = concept.version(version).cloned() else {
+    let Some(body) = concept
+        .version(version)
+        .filter(|v| v.created_at == created_at && v.status == VersionStatus::Training)
+        .cloned()
+    else {
         return Ok(());
     };
-    if body.status != VersionStatus::Training {
-        return Ok(());
-    }
-    body.status = VersionStatus::Failed;
-    body.progress = None;
-    body.error = Some(error.to_string());
-    pipeline
-        .store
-        .save_concept_version(name, &body, None, false, &[])
-        .await?;
+    fail_version(&pipeline.store, name, body, error).await?;
     Ok(())
 }
 
@@ -586,17 +651,18 @@ pub async fn watch(
     mut install: impl FnMut(Vec<ConceptHead>) + Send,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut served: Option<Vec<(String, u32)>> = None;
+    let mut served: Option<Vec<(String, u32, i64)>> = None;
     let mut warned = false;
     loop {
         match pipeline.store.active_concepts().await {
             Ok(active) if served.as_ref() != Some(&active) => {
                 let mut heads = Vec::with_capacity(active.len());
                 let mut complete = true;
-                for (name, version) in &active {
+                for (name, version, _) in &active {
                     match pipeline.store.concept_head(name, *version).await {
                         Ok(Some(head)) => heads.push(head),
-                        Ok(None) => {}
+                        // Deleted between the two reads: read again next time.
+                        Ok(None) => complete = false,
                         Err(e) => {
                             eprintln!("darkroom: reading concept {name} v{version}: {e}");
                             complete = false;

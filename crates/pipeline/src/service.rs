@@ -400,7 +400,9 @@ impl Pipeline {
             // A dead training left its version failed: train a new one.
             JobKind::TrainConcept { concept, .. } => {
                 let (name, version) = self.retrain_concept(concept).await?;
-                Job::train_concept(&name, version)
+                let concept = self.concept(&name).await?;
+                let created_at = concept.version(version).map_or(0, |v| v.created_at);
+                Job::train_concept(&name, version, created_at)
             }
         };
         self.queue.push(&job).await?;

@@ -250,9 +250,14 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                     );
                 }
             }
-            JobKind::TrainConcept { concept, version } => {
+            JobKind::TrainConcept {
+                concept,
+                version,
+                created_at,
+            } => {
                 if let Err(e) =
-                    concepts::fail_training(&self.pipeline, concept, *version, &error).await
+                    concepts::fail_training(&self.pipeline, concept, *version, *created_at, &error)
+                        .await
                 {
                     eprintln!("darkroom worker: marking concept {concept} v{version} failed: {e}");
                 }
@@ -293,12 +298,16 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
         match &job.kind {
             JobKind::Process => self.process(&job.photo_id).await,
             JobKind::Callback { status } => self.callback(job, *status, attempt).await,
-            JobKind::TrainConcept { concept, version } => {
-                concepts::train(&self.pipeline, concept, *version).await
-            }
-            JobKind::BackfillConcept { concept, version } => {
-                concepts::backfill(&self.pipeline, concept, *version).await
-            }
+            JobKind::TrainConcept {
+                concept,
+                version,
+                created_at,
+            } => concepts::train(&self.pipeline, concept, *version, *created_at).await,
+            JobKind::BackfillConcept {
+                concept,
+                version,
+                activated_at,
+            } => concepts::backfill(&self.pipeline, concept, *version, *activated_at).await,
         }
     }
 

@@ -1300,14 +1300,34 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
         folds: 2,
         l2: 0.1,
     });
+    v1.activated_at = Some(104);
     let weights = [0.25f32, -0.5];
+    // A version of another incarnation (same number, other createdAt) is
+    // not written to.
+    let mut stale = v1.clone();
+    stale.created_at += 1;
+    assert!(!s
+        .update_training("forest", &stale, Some((&weights, 0.125)), true, &[])
+        .await
+        .unwrap());
     assert!(s
-        .save_concept_version("forest", &v1, Some((&weights, 0.125)), true, &[])
+        .update_training("forest", &v1, Some((&weights, 0.125)), true, &[])
+        .await
+        .unwrap());
+    // Once ready, a duplicate training job's writes change nothing.
+    let mut late = forest.versions[0].clone();
+    late.progress = None;
+    assert!(!s
+        .update_training("forest", &late, None, false, &[])
         .await
         .unwrap());
     assert_eq!(
+        s.get_concept("forest").await.unwrap().unwrap().versions[0].status,
+        VersionStatus::Ready
+    );
+    assert_eq!(
         s.active_concepts().await.unwrap(),
-        vec![("forest".to_string(), 1)]
+        vec![("forest".to_string(), 1, 104)]
     );
     let head = s.concept_head("forest", 1).await.unwrap().expect("trained");
     assert_eq!(
@@ -1318,11 +1338,20 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
         s.begin_concept_version("forest", &spec, 103).await.unwrap(),
         Ok(2)
     );
-    assert!(
-        !s.activate_concept("forest", 9, &[]).await.unwrap(),
+    assert_eq!(
+        s.activate_concept("forest", 9, 105, &[]).await.unwrap(),
+        None,
         "no version 9"
     );
-    assert!(!s.activate_concept("nothing", 1, &[]).await.unwrap());
+    assert_eq!(
+        s.activate_concept("forest", 2, 105, &[]).await.unwrap(),
+        None,
+        "v2 is training"
+    );
+    assert_eq!(
+        s.activate_concept("nothing", 1, 105, &[]).await.unwrap(),
+        None
+    );
 
     // The reads training and backfill make.
     let ids: Vec<String> = ["c3", "zz", "c1"].iter().map(|s| s.to_string()).collect();
@@ -1390,6 +1419,29 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
             .await
             .unwrap(),
         "v2 is not active"
+    );
+    assert_eq!(
+        s.concept_scores_of("c1").await.unwrap(),
+        vec![("forest".to_string(), 1, 0.75)]
+    );
+    // Activated again: the old activation's backfill writes no more, and
+    // the new one starts from nothing.
+    let again = s
+        .activate_concept("forest", 1, 106, &[])
+        .await
+        .unwrap()
+        .expect("ready");
+    assert_eq!(
+        (again.activated_at, again.backfill.as_ref()),
+        (Some(106), None)
+    );
+    assert!(!s
+        .save_concept_scores("forest", &scored, &scores)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.active_concepts().await.unwrap(),
+        vec![("forest".to_string(), 1, 106)]
     );
 
     // Reviewers' verdicts on the keyword, by photo.

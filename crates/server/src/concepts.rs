@@ -125,8 +125,15 @@ pub async fn get(
     ))]
 pub async fn activate(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, u32)>,
+    Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Concept>, ApiError> {
+    // Any text routes here; a version that is not a number names none.
+    let version = version.parse::<u32>().map_err(|_| {
+        ApiError::Pipeline(pipeline::PipelineError::ConceptVersionNotFound {
+            name: name.clone(),
+            version: 0,
+        })
+    })?;
     Ok(Json(
         state.pipeline()?.activate_concept(&name, version).await?,
     ))

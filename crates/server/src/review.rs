@@ -94,6 +94,12 @@ pub struct PhotoView {
     /// before embeddings were kept: `darkroom embeddings backfill`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<Option<EmbeddingModel>>,
+    /// Scores of trained concepts written by their backfill (photos
+    /// analysed before the concept was activated): `[name, score]`, best
+    /// first. Absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub concept_scores: Vec<(String, f32)>,
 }
 
 /// Everything known about one photo: status, stage history, the analysis,
@@ -149,9 +155,18 @@ pub async fn get_photo(
             model
         }));
     }
+    let concept_scores = pipeline
+        .store()
+        .concept_scores_of(&id)
+        .await
+        .map_err(pipeline::PipelineError::from)?
+        .into_iter()
+        .map(|(name, _, score)| (name, score))
+        .collect();
     Ok(Json(PhotoView {
         record,
         embedding_model,
+        concept_scores,
     }))
 }
 

@@ -238,14 +238,15 @@ async fn concepts_over_http(a: Server, b: Server) {
         (Some(6), Some(14))
     );
     assert!(v1["createdAt"].is_i64(), "{concept}");
-    let (status, answer) = request(
-        &a,
-        "POST",
-        "/v1/concepts/greenery/versions/2/activate",
-        None,
-    )
-    .await;
-    assert_eq!((status, code(&answer)), (404, "concept_version_not_found"));
+    for version in ["2", "abc"] {
+        let path = format!("/v1/concepts/greenery/versions/{version}/activate");
+        let (status, answer) = request(&a, "POST", &path, None).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (404, "concept_version_not_found"),
+            "{path}"
+        );
+    }
     if concept["active"].is_null() {
         // Short of the target out of fold: activated by hand.
         let (status, answer) = request(
@@ -304,6 +305,15 @@ async fn concepts_over_http(a: Server, b: Server) {
     assert!(backfill["tagged"].as_u64().unwrap() >= 1, "{backfill}");
     let (_, listed) = request(&a, "GET", "/v1/concepts", None).await;
     assert_eq!(listed["concepts"][0]["name"], "greenery");
+    // The backfilled scores show on the photos analysed before.
+    let flower_id = &ids["FreshFlower.jpg"];
+    let (_, photo) = request(&a, "GET", &format!("/v1/photos/{flower_id}"), None).await;
+    assert!(
+        photo["conceptScores"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|p| p[0] == "greenery")),
+        "{photo}"
+    );
 
     // Deleted: withdrawn from every server.
     let (status, _) = request(&a, "DELETE", "/v1/concepts/greenery", None).await;

@@ -24,7 +24,7 @@ pub struct ConceptScore {
 pub(crate) fn training_event(name: &str, version: u32, spec: &TrainingSpec, at_ms: i64) -> Event {
     Event::for_concept(
         name,
-        &format!("v{version}"),
+        &format!("v{version}@{at_ms}"),
         at_ms,
         EventKind::ConceptTraining {
             concept: name.to_string(),
@@ -45,6 +45,12 @@ pub(crate) fn next_version(bodies: &[ConceptVersion]) -> Result<u32, u32> {
         return Err(v.version);
     }
     Ok(bodies.iter().map(|v| v.version).max().unwrap_or(0) + 1)
+}
+
+/// A version activated at `at_ms`: its backfill starts afresh.
+pub(crate) fn activated(body: &mut ConceptVersion, at_ms: i64) {
+    body.activated_at = Some(at_ms);
+    body.backfill = None;
 }
 
 /// A served head from a stored version; `None` when it has no weights yet.
@@ -97,10 +103,12 @@ impl MetaStore {
         dispatch!(self, s => s.begin_concept_version(name, spec, at_ms).await)
     }
 
-    /// Replaces a version's state (and its weights and bias, when given),
-    /// makes it the active one when `activate`, and writes `events`. False
-    /// when the version is gone (the concept was deleted meanwhile).
-    pub async fn save_concept_version(
+    /// Replaces the state of a version that is still training (and its
+    /// weights and bias, when given), makes it the active one when
+    /// `activate`, and writes `events`. False, writing nothing, when the
+    /// version (this one: same number and `createdAt`) is gone or no longer
+    /// training: a stale or duplicate job never writes over a newer state.
+    pub async fn update_training(
         &self,
         name: &str,
         version: &ConceptVersion,
@@ -108,18 +116,20 @@ impl MetaStore {
         activate: bool,
         events: &[Event],
     ) -> StoreResult<bool> {
-        dispatch!(self, s => s.save_concept_version(name, version, weights, activate, events).await)
+        dispatch!(self, s => s.update_training(name, version, weights, activate, events).await)
     }
 
-    /// Makes `version` the one served. False when the concept or the
-    /// version does not exist.
+    /// Makes a ready `version` the one served, as activated at `at_ms`
+    /// (its backfill starts afresh), with `events`. `None` when the concept
+    /// has no such ready version.
     pub async fn activate_concept(
         &self,
         name: &str,
         version: u32,
+        at_ms: i64,
         events: &[Event],
-    ) -> StoreResult<bool> {
-        dispatch!(self, s => s.activate_concept(name, version, events).await)
+    ) -> StoreResult<Option<ConceptVersion>> {
+        dispatch!(self, s => s.activate_concept(name, version, at_ms, events).await)
     }
 
     pub async fn get_concept(&self, name: &str) -> StoreResult<Option<Concept>> {
@@ -145,8 +155,9 @@ impl MetaStore {
         dispatch!(self, s => s.delete_concept(name, events).await)
     }
 
-    /// `(name, version)` of every active concept: cheap enough to poll.
-    pub async fn active_concepts(&self) -> StoreResult<Vec<(String, u32)>> {
+    /// `(name, version, activated at)` of every active concept: cheap
+    /// enough to poll, and different after any change of what is served.
+    pub async fn active_concepts(&self) -> StoreResult<Vec<(String, u32, i64)>> {
         dispatch!(self, s => s.active_concepts().await)
     }
 
@@ -193,7 +204,8 @@ impl MetaStore {
 
     /// Writes a page of backfilled scores with the version's new state
     /// (its cursor), one transaction. False, writing nothing, when the
-    /// version is no longer the active one (deactivated or deleted).
+    /// version is no longer the active one, or was activated again since
+    /// (`version.activated_at` differs), or deleted.
     pub async fn save_concept_scores(
         &self,
         name: &str,
@@ -201,6 +213,11 @@ impl MetaStore {
         scores: &[ConceptScore],
     ) -> StoreResult<bool> {
         dispatch!(self, s => s.save_concept_scores(name, version, scores).await)
+    }
+
+    /// Every backfilled score of a photo: `(concept, version, score)`.
+    pub async fn concept_scores_of(&self, photo_id: &str) -> StoreResult<Vec<(String, u32, f32)>> {
+        dispatch!(self, s => s.concept_scores_of(photo_id).await)
     }
 
     /// A photo's backfilled score for a concept.

@@ -11,7 +11,7 @@
 //! transaction, so the log never misses a change and never records one that
 //! did not happen.
 
-mod concepts;
+pub(crate) mod concepts;
 pub mod postgres;
 pub mod sqlite;
 

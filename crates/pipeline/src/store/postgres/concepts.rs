@@ -8,7 +8,9 @@ use super::rows::*;
 use super::{statement, Conn, PgStore};
 use crate::analysis::Embedding;
 use crate::event::Event;
-use crate::store::concepts::{head_from, next_version, review_label, training_event, ConceptScore};
+use crate::store::concepts::{
+    activated, head_from, next_version, review_label, training_event, ConceptScore,
+};
 use crate::store::{stored_embedding, StoreResult};
 use tokio_postgres::{GenericClient, Row};
 
@@ -19,12 +21,15 @@ CREATE TABLE IF NOT EXISTS concepts (
     created_ms BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS concept_versions (
-    name    TEXT NOT NULL REFERENCES concepts (name) ON DELETE CASCADE,
-    version INTEGER NOT NULL,
-    body    TEXT NOT NULL,
-    spec    TEXT NOT NULL,
-    weights BYTEA,
-    bias    DOUBLE PRECISION,
+    name         TEXT NOT NULL REFERENCES concepts (name) ON DELETE CASCADE,
+    version      INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    created_ms   BIGINT NOT NULL,
+    activated_at BIGINT,
+    body         TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    weights      BYTEA,
+    bias         DOUBLE PRECISION,
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS concept_scores (
@@ -112,10 +117,12 @@ impl PgStore {
         .map_err(pg_error)?;
         let body = ConceptVersion::queued(version, spec, at_ms);
         tx.execute(
-            "INSERT INTO concept_versions (name, version, body, spec) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO concept_versions (name, version, status, created_ms, body, spec) \
+             VALUES ($1, $2, 'training', $3, $4, $5)",
             &[
                 &name,
                 &pg_version(version),
+                &at_ms,
                 &to_json(&body)?,
                 &to_json(spec)?,
             ],
@@ -132,7 +139,7 @@ impl PgStore {
         Ok(Ok(version))
     }
 
-    pub async fn save_concept_version(
+    pub async fn update_training(
         &self,
         name: &str,
         version: &ConceptVersion,
@@ -148,12 +155,16 @@ impl PgStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         let updated = tx
             .execute(
-                "UPDATE concept_versions SET body = $3, weights = COALESCE($4, weights), \
-                 bias = COALESCE($5, bias) WHERE name = $1 AND version = $2",
+                "UPDATE concept_versions SET body = $4, status = $5, activated_at = $6, \
+                 weights = COALESCE($7, weights), bias = COALESCE($8, bias) \
+                 WHERE name = $1 AND version = $2 AND created_ms = $3 AND status = 'training'",
                 &[
                     &name,
                     &pg_version(version.version),
+                    &version.created_at,
                     &to_json(version)?,
+                    &version.status.as_str(),
+                    &version.activated_at,
                     &bytes,
                     &bias,
                 ],
@@ -181,25 +192,54 @@ impl PgStore {
         &self,
         name: &str,
         version: u32,
+        at_ms: i64,
         events: &[Event],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<ConceptVersion>> {
         let mut lease = self.acquire().await?;
         let Conn { client, statements } = lease.conn();
         let tx = client.transaction().await.map_err(pg_error)?;
-        let updated = tx
-            .execute(
-                "UPDATE concepts SET active = $2 WHERE name = $1 AND EXISTS \
-                 (SELECT 1 FROM concept_versions v WHERE v.name = $1 AND v.version = $2)",
-                &[&name, &pg_version(version)],
+        // The concept's row first: a running backfill page or a delete
+        // waits, or is waited for, as a whole.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM concepts WHERE name = $1 FOR UPDATE",
+                &[&name],
             )
             .await
-            .map_err(pg_error)?
-            > 0;
-        if updated {
-            append_in(statements, &tx, events).await?;
-        }
+            .map_err(pg_error)?;
+        let row = match exists {
+            Some(_) => tx
+                .query_opt(
+                    "SELECT body FROM concept_versions \
+                     WHERE name = $1 AND version = $2 AND status = 'ready'",
+                    &[&name, &pg_version(version)],
+                )
+                .await
+                .map_err(pg_error)?,
+            None => None,
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let body: String = row.try_get(0).map_err(pg_error)?;
+        let mut body: ConceptVersion = from_json(&body, &format!("concept {name}"))?;
+        activated(&mut body, at_ms);
+        tx.execute(
+            "UPDATE concept_versions SET body = $3, activated_at = $4 \
+             WHERE name = $1 AND version = $2",
+            &[&name, &pg_version(version), &to_json(&body)?, &at_ms],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.execute(
+            "UPDATE concepts SET active = $2 WHERE name = $1",
+            &[&name, &pg_version(version)],
+        )
+        .await
+        .map_err(pg_error)?;
+        append_in(statements, &tx, events).await?;
         tx.commit().await.map_err(pg_error)?;
-        Ok(updated)
+        Ok(Some(body))
     }
 
     pub async fn get_concept(&self, name: &str) -> StoreResult<Option<Concept>> {
@@ -259,6 +299,14 @@ impl PgStore {
         let mut lease = self.acquire().await?;
         let Conn { client, statements } = lease.conn();
         let tx = client.transaction().await.map_err(pg_error)?;
+        // The concept's row first, as a backfill page locks it: a page in
+        // flight commits before the scores are deleted, or finds no concept.
+        tx.execute(
+            "SELECT 1 FROM concepts WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await
+        .map_err(pg_error)?;
         tx.execute("DELETE FROM concept_scores WHERE name = $1", &[&name])
             .await
             .map_err(pg_error)?;
@@ -277,9 +325,9 @@ impl PgStore {
         Ok(removed)
     }
 
-    pub async fn active_concepts(&self) -> StoreResult<Vec<(String, u32)>> {
-        const SQL: &str =
-            "SELECT name, active FROM concepts WHERE active IS NOT NULL ORDER BY name";
+    pub async fn active_concepts(&self) -> StoreResult<Vec<(String, u32, i64)>> {
+        const SQL: &str = "SELECT c.name, c.active, COALESCE(v.activated_at, 0) FROM concepts c \
+             JOIN concept_versions v ON v.name = c.name AND v.version = c.active ORDER BY c.name";
         let mut lease = self.acquire().await?;
         let Conn { client, statements } = lease.conn();
         let s = statement(statements, client, SQL).await?;
@@ -290,7 +338,11 @@ impl PgStore {
             .iter()
             .map(|r| {
                 let v: i32 = r.try_get(1).map_err(pg_error)?;
-                Ok((r.try_get(0).map_err(pg_error)?, v as u32))
+                Ok((
+                    r.try_get(0).map_err(pg_error)?,
+                    v as u32,
+                    r.try_get(2).map_err(pg_error)?,
+                ))
             })
             .collect()
     }
@@ -394,19 +446,20 @@ impl PgStore {
         let mut lease = self.acquire().await?;
         let Conn { client, .. } = lease.conn();
         let tx = client.transaction().await.map_err(pg_error)?;
-        // Locks the concept's row: a deactivation waits for this page.
-        let row = tx
+        // Locks the concept's row: an activation or a delete waits for
+        // this page. Still the active version, and still the activation
+        // this backfill belongs to?
+        let current = tx
             .query_opt(
-                "SELECT active FROM concepts WHERE name = $1 FOR UPDATE",
-                &[&name],
+                "SELECT 1 FROM concepts c JOIN concept_versions v \
+                 ON v.name = c.name AND v.version = c.active \
+                 WHERE c.name = $1 AND c.active = $2 AND v.activated_at IS NOT DISTINCT FROM $3 \
+                 FOR UPDATE OF c",
+                &[&name, &pg_version(version.version), &version.activated_at],
             )
             .await
             .map_err(pg_error)?;
-        let active: Option<i32> = match row {
-            Some(r) => r.try_get(0).map_err(pg_error)?,
-            None => None,
-        };
-        if active != Some(pg_version(version.version)) {
+        if current.is_none() {
             return Ok(false);
         }
         // One statement per page: arrays of the columns, unnested.
@@ -430,6 +483,29 @@ impl PgStore {
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         Ok(true)
+    }
+
+    pub async fn concept_scores_of(&self, photo_id: &str) -> StoreResult<Vec<(String, u32, f32)>> {
+        let mut lease = self.acquire().await?;
+        let Conn { client, .. } = lease.conn();
+        let rows = client
+            .query(
+                "SELECT name, version, score FROM concept_scores WHERE photo_id = $1 \
+                 ORDER BY score DESC, name",
+                &[&photo_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                let version: i32 = r.try_get(1).map_err(pg_error)?;
+                Ok((
+                    r.try_get(0).map_err(pg_error)?,
+                    version as u32,
+                    r.try_get(2).map_err(pg_error)?,
+                ))
+            })
+            .collect()
     }
 
     pub async fn concept_score(&self, name: &str, photo_id: &str) -> StoreResult<Option<f32>> {

@@ -6,7 +6,9 @@ use super::rows::*;
 use super::SqliteStore;
 use crate::analysis::Embedding;
 use crate::event::Event;
-use crate::store::concepts::{head_from, next_version, review_label, training_event, ConceptScore};
+use crate::store::concepts::{
+    activated, head_from, next_version, review_label, training_event, ConceptScore,
+};
 use crate::store::{stored_embedding, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -16,13 +18,18 @@ CREATE TABLE IF NOT EXISTS concepts (
     active     INTEGER,
     created_ms INTEGER NOT NULL
 );
+-- `status`, `created_ms` and `activated_at` repeat the body's, for the
+-- conditions that keep a stale job from writing over a newer state.
 CREATE TABLE IF NOT EXISTS concept_versions (
-    name    TEXT NOT NULL REFERENCES concepts (name) ON DELETE CASCADE,
-    version INTEGER NOT NULL,
-    body    TEXT NOT NULL,
-    spec    TEXT NOT NULL,
-    weights BLOB,
-    bias    REAL,
+    name         TEXT NOT NULL REFERENCES concepts (name) ON DELETE CASCADE,
+    version      INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    activated_at INTEGER,
+    body         TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    weights      BLOB,
+    bias         REAL,
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS concept_scores (
@@ -114,8 +121,9 @@ impl SqliteStore {
             .map_err(db_err)?;
             let body = ConceptVersion::queued(version, &spec, at_ms);
             tx.execute(
-                "INSERT INTO concept_versions (name, version, body, spec) VALUES (?1, ?2, ?3, ?4)",
-                params![name, version, to_json(&body)?, to_json(&spec)?],
+                "INSERT INTO concept_versions (name, version, status, created_ms, body, spec) \
+                 VALUES (?1, ?2, 'training', ?3, ?4, ?5)",
+                params![name, version, at_ms, to_json(&body)?, to_json(&spec)?],
             )
             .map_err(db_err)?;
             insert_events(&tx, &[training_event(&name, version, &spec, at_ms)])?;
@@ -125,7 +133,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn save_concept_version(
+    pub async fn update_training(
         &self,
         name: &str,
         version: &ConceptVersion,
@@ -142,9 +150,19 @@ impl SqliteStore {
             let (bytes, bias) = weights.unzip();
             let updated = tx
                 .execute(
-                    "UPDATE concept_versions SET body = ?3, weights = COALESCE(?4, weights), \
-                     bias = COALESCE(?5, bias) WHERE name = ?1 AND version = ?2",
-                    params![name, body.version, to_json(&body)?, bytes, bias],
+                    "UPDATE concept_versions SET body = ?4, status = ?5, activated_at = ?6, \
+                     weights = COALESCE(?7, weights), bias = COALESCE(?8, bias) \
+                     WHERE name = ?1 AND version = ?2 AND created_ms = ?3 AND status = 'training'",
+                    params![
+                        name,
+                        body.version,
+                        body.created_at,
+                        to_json(&body)?,
+                        body.status.as_str(),
+                        body.activated_at,
+                        bytes,
+                        bias
+                    ],
                 )
                 .map_err(db_err)?
                 > 0;
@@ -169,26 +187,42 @@ impl SqliteStore {
         &self,
         name: &str,
         version: u32,
+        at_ms: i64,
         events: &[Event],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<ConceptVersion>> {
         let (name, events) = (name.to_string(), events.to_vec());
         self.write(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
-            let updated = tx
-                .execute(
-                    "UPDATE concepts SET active = ?2 WHERE name = ?1 AND EXISTS \
-                     (SELECT 1 FROM concept_versions v WHERE v.name = ?1 AND v.version = ?2)",
-                    params![name, version],
+            let body: Option<String> = tx
+                .prepare_cached(
+                    "SELECT body FROM concept_versions \
+                     WHERE name = ?1 AND version = ?2 AND status = 'ready'",
                 )
                 .map_err(db_err)?
-                > 0;
-            if updated {
-                insert_events(&tx, &events)?;
-            }
+                .query_row(params![name, version], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            let Some(body) = body else {
+                return Ok(None);
+            };
+            let mut body: ConceptVersion = from_json(&format!("concept {name}"), &body)?;
+            activated(&mut body, at_ms);
+            tx.execute(
+                "UPDATE concept_versions SET body = ?3, activated_at = ?4 \
+                 WHERE name = ?1 AND version = ?2",
+                params![name, version, to_json(&body)?, at_ms],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "UPDATE concepts SET active = ?2 WHERE name = ?1",
+                params![name, version],
+            )
+            .map_err(db_err)?;
+            insert_events(&tx, &events)?;
             tx.commit().map_err(db_err)?;
-            Ok(updated)
+            Ok(Some(body))
         })
         .await
     }
@@ -262,15 +296,21 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn active_concepts(&self) -> StoreResult<Vec<(String, u32)>> {
+    pub async fn active_concepts(&self) -> StoreResult<Vec<(String, u32, i64)>> {
         self.read(move |conn| {
             let rows = conn
                 .prepare_cached(
-                    "SELECT name, active FROM concepts WHERE active IS NOT NULL ORDER BY name",
+                    "SELECT c.name, c.active, COALESCE(v.activated_at, 0) FROM concepts c \
+                     JOIN concept_versions v ON v.name = c.name AND v.version = c.active \
+                     ORDER BY c.name",
                 )
                 .map_err(db_err)?
                 .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u32))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u32,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })
                 .map_err(db_err)?
                 .collect::<Result<Vec<_>, _>>()
@@ -396,13 +436,19 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
-            let active: Option<Option<i64>> = tx
-                .prepare_cached("SELECT active FROM concepts WHERE name = ?1")
+            // Still the active version, and still the activation this
+            // backfill belongs to.
+            let current: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT 1 FROM concepts c JOIN concept_versions v \
+                     ON v.name = c.name AND v.version = c.active \
+                     WHERE c.name = ?1 AND c.active = ?2 AND v.activated_at IS ?3",
+                )
                 .map_err(db_err)?
-                .query_row(params![name], |r| r.get(0))
+                .query_row(params![name, body.version, body.activated_at], |r| r.get(0))
                 .optional()
                 .map_err(db_err)?;
-            if active.flatten() != Some(i64::from(body.version)) {
+            if current.is_none() {
                 return Ok(false);
             }
             {
@@ -432,6 +478,30 @@ impl SqliteStore {
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             Ok(true)
+        })
+        .await
+    }
+
+    pub async fn concept_scores_of(&self, photo_id: &str) -> StoreResult<Vec<(String, u32, f32)>> {
+        let photo_id = photo_id.to_string();
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT name, version, score FROM concept_scores WHERE photo_id = ?1 \
+                     ORDER BY score DESC, name",
+                )
+                .map_err(db_err)?
+                .query_map(params![photo_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u32,
+                        r.get::<_, f64>(2)? as f32,
+                    ))
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            Ok(rows)
         })
         .await
     }
