@@ -13,6 +13,10 @@
 //!
 //!   darkroom analyze --embedding var/corpus/stock > /tmp/embeddings.jsonl
 //!   cargo run --release -p vector --example ann_bench -- /tmp/embeddings.jsonl 10000 100000
+//!
+//! With `--dump DIR` it also writes each size's vectors and queries
+//! (`base-<size>.f32`, `queries-<size>.f32`: little-endian float32, row
+//! after row) for `bench/ann.py` to put FAISS and usearch on the same data.
 
 use std::io::BufRead;
 use std::time::Instant;
@@ -85,7 +89,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let dump = args.iter().position(|a| a == "--dump").map(|i| {
+        let dir = std::path::PathBuf::from(args.get(i + 1).expect("--dump DIR"));
+        args.drain(i..i + 2);
+        std::fs::create_dir_all(&dir).expect("the dump folder");
+        dir
+    });
     let path = args
         .first()
         .expect("usage: ann_bench EMBEDDINGS.jsonl [SIZE ...]");
@@ -134,6 +144,16 @@ fn main() {
             .map(|i| perturbed(&real, i * 7, &mut rng))
             .collect();
 
+        if let Some(dir) = &dump {
+            for (name, rows) in [("base", &data), ("queries", &queries)] {
+                let bytes: Vec<u8> = rows
+                    .iter()
+                    .flatten()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
+                std::fs::write(dir.join(format!("{name}-{size}.f32")), bytes).expect("dumped");
+            }
+        }
         let started = Instant::now();
         let mut index = Hnsw::new(dims, Params::default());
         for v in &data {
