@@ -12,7 +12,10 @@
 //! Filters are applied inside the search: nodes that fail the filter are
 //! still walked through, but only passing ones enter the results, and the
 //! search widens until it has `k` of them or has seen the whole graph. So a
-//! filtered query returns `k` results whenever `k` exist.
+//! filtered query returns `k` results whenever `k` exist. A filter that
+//! passes fewer than one node in 10 (estimated on a sample of 512) is
+//! answered exactly instead, over the passing nodes: a walk through a graph
+//! whose nodes it mostly may not return loses its way.
 //!
 //! Deleted vectors stay in the graph as waypoints and are never returned.
 //! Everything is deterministic for the same insertions in the same order
@@ -25,6 +28,11 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
 pub use file::FileError;
+
+/// Nodes sampled to estimate how many pass a filter.
+const FILTER_SAMPLE: usize = 512;
+/// A filter passing fewer than one node in this many is answered exactly.
+const EXACT_BELOW: f64 = 10.0;
 
 /// How the graph is built.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -360,6 +368,19 @@ impl Hnsw {
             nearest = self.greedy(q, nearest, layer);
         }
         let accept = |n: u32| !self.deleted[n as usize] && keep(n);
+        // A selective filter strands a graph walk among nodes it may not
+        // return: below one node in EXACT_BELOW passing (estimated on a
+        // fixed sample), scoring the passing nodes exactly is both cheaper
+        // and right.
+        let step = (self.nodes() / FILTER_SAMPLE).max(1);
+        let sampled = (0..self.nodes()).step_by(step).count();
+        let passing = (0..self.nodes() as u32)
+            .step_by(step)
+            .filter(|&n| accept(n))
+            .count();
+        if (passing as f64) < sampled as f64 / EXACT_BELOW {
+            return Ok(self.brute_force(q, k, keep));
+        }
         // Widen until k results, or the whole graph was walked.
         let mut ef = ef.max(k);
         loop {

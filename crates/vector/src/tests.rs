@@ -81,6 +81,15 @@ fn a_filtered_search_still_returns_k_results_when_they_exist() {
     }
     let r = recall(&index, &queries, 10, 32, &rare);
     assert!(r >= 0.9, "filtered recall@10 {r}");
+    // A looser filter (1 in 4) is walked through the graph.
+    let quarter = |n: u32| n % 4 == 1;
+    for q in &queries {
+        let found = index.search(q, 10, 32, &quarter).unwrap();
+        assert_eq!(found.len(), 10);
+        assert!(found.iter().all(|r| quarter(r.0)));
+    }
+    let r = recall(&index, &queries, 10, 32, &quarter);
+    assert!(r >= 0.9, "recall@10 through the graph with a filter: {r}");
     // Fewer passing nodes than k: all of them.
     let few = |n: u32| n < 3;
     assert_eq!(index.search(&queries[0], 10, 32, &few).unwrap().len(), 3);
