@@ -3,6 +3,7 @@
 mod analyze;
 mod bench;
 mod embeddings;
+mod index;
 mod models_cmd;
 mod serve;
 mod thumbnails;
@@ -51,6 +52,12 @@ enum Command {
         #[command(subcommand)]
         command: embeddings::EmbeddingsCommand,
     },
+    /// The similar-photo index: `rebuild` builds it from every stored embedding.
+    #[command(long_about = index::LONG_ABOUT)]
+    Index {
+        #[command(subcommand)]
+        command: index::IndexCommand,
+    },
     /// Render a folder of photos into thumbnails, or into a model's exact input images, as the server does.
     #[command(long_about = thumbnails::LONG_ABOUT)]
     Thumbnails(thumbnails::ThumbnailsArgs),
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Thumbnails(args) => thumbnails::run(&home, args),
         Command::Embeddings { command } => embeddings::run(cli.home, command),
+        Command::Index { command } => index::run(cli.home, command),
     };
     match outcome {
         Ok(code) => code,

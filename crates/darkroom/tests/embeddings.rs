@@ -96,10 +96,7 @@ fn backfill(home: &models::Home, settings: &[String], extra: &[&str]) -> String 
         args.extend(["--set", s.as_str()]);
     }
     args.extend(extra);
-    let out = darkroom(home, &args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    stderr
+    darkroom_ok(home, &args).1
 }
 
 /// Backfills with `engine.decode = DECODE` and checks every embedding
@@ -162,6 +159,31 @@ fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &P
         .filter(|e| e.event.kind.name() == "photo.embedded")
         .count();
     assert_eq!(embedded, photos.len());
+
+    // The similar-photo index, built from what was stored: every photo in
+    // it, each finding itself first.
+    let file = blobs_dir.with_extension("hnsw");
+    let mut args: Vec<&str> = vec!["index", "rebuild"];
+    for s in &settings {
+        args.extend(["--set", s.as_str()]);
+    }
+    let out_arg = file.display().to_string();
+    args.extend(["--out", out_arg.as_str()]);
+    let (stdout, _) = darkroom_ok(&home, &args);
+    assert!(
+        stdout.contains(&format!("indexed {} photos", photos.len())),
+        "{stdout}"
+    );
+    let index = vector::PhotoIndex::load(&file).unwrap();
+    assert_eq!(index.len(), photos.len());
+    for id in ids.keys() {
+        let stored = runtime
+            .block_on(store.get_embedding(id, Some("efficientnet-lite0")))
+            .unwrap()
+            .unwrap();
+        let top = index.search(&stored.vector.0, 1, 16, &|_| true).unwrap();
+        assert_eq!(top[0].0, id.as_str());
+    }
 }
 
 #[test]

@@ -23,11 +23,13 @@
 //! [`Hnsw::read`] keep an index in a compact little-endian file.
 
 mod file;
+mod photos;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
 pub use file::FileError;
+pub use photos::PhotoIndex;
 
 /// Nodes sampled to estimate how many pass a filter.
 const FILTER_SAMPLE: usize = 512;

@@ -25,6 +25,14 @@ pub fn darkroom(home: &Home, args: &[&str]) -> Output {
         .expect("darkroom runs")
 }
 
+/// [`darkroom`], which must succeed: its stdout and stderr.
+pub fn darkroom_ok(home: &Home, args: &[&str]) -> (String, String) {
+    let out = darkroom(home, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "darkroom {args:?}: {stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 /// An empty folder of this test process's own.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("darkroom-test-{name}-{}", std::process::id()));
