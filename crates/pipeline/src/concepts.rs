@@ -114,10 +114,9 @@ impl Pipeline {
         let labelled: Vec<String> = labels.iter().map(|(id, _)| id.clone()).collect();
         let usable: BTreeSet<String> = self
             .store
-            .embeddings_of(&labelled, &spec.model)
+            .with_embedding(&labelled, &spec.model)
             .await?
             .into_iter()
-            .map(|(id, _)| id)
             .collect();
         labels.retain(|(id, _)| usable.contains(id));
         let mut positives: BTreeSet<String> = spec.positives.into_iter().collect();
@@ -192,10 +191,9 @@ impl Pipeline {
             .collect();
         let found: BTreeSet<String> = self
             .store
-            .embeddings_of(&all, &spec.model)
+            .with_embedding(&all, &spec.model)
             .await?
             .into_iter()
-            .map(|(id, _)| id)
             .collect();
         let unknown: Vec<String> = all.into_iter().filter(|id| !found.contains(id)).collect();
         if !unknown.is_empty() {
@@ -503,28 +501,17 @@ pub(crate) async fn train(
 /// when there are fewer negatives than positives.
 async fn gather(pipeline: &Pipeline, spec: &TrainingSpec) -> Result<learn::Examples, StageError> {
     let store = &pipeline.store;
-    let read = |ids: Vec<(String, domain::Embedding)>| -> Vec<Vec<f32>> {
-        ids.into_iter().map(|(_, e)| e.0).collect()
-    };
-    // `embeddings_of` answers in no set order: put the rows back in the
-    // spec's (sorted) order, so the folds are the same every time.
-    let ordered = |ids: &[String], mut rows: Vec<(String, domain::Embedding)>| {
+    // `embeddings_of` answers in no set order: back in the spec's (sorted)
+    // order, so the folds are the same every time.
+    let in_order = |mut rows: Vec<(String, domain::Embedding)>| -> Vec<Vec<f32>> {
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        rows.dedup_by(|a, b| a.0 == b.0);
-        debug_assert!(rows.len() <= ids.len());
-        rows
+        rows.into_iter().map(|(_, e)| e.0).collect()
     };
-    let positives = ordered(
-        &spec.positives,
-        store.embeddings_of(&spec.positives, &spec.model).await?,
-    );
-    let negatives = ordered(
-        &spec.negatives,
-        store.embeddings_of(&spec.negatives, &spec.model).await?,
-    );
+    let positives = in_order(store.embeddings_of(&spec.positives, &spec.model).await?);
+    let negatives = in_order(store.embeddings_of(&spec.negatives, &spec.model).await?);
     let mut examples = learn::Examples {
-        positives: read(positives),
-        negatives: read(negatives),
+        positives,
+        negatives,
         background_negatives: 0,
     };
     let short = examples

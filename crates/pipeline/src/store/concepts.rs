@@ -175,6 +175,12 @@ impl MetaStore {
         dispatch!(self, s => s.embeddings_of(ids, model).await)
     }
 
+    /// Those of `ids` that have an embedding of `model`: the check a request
+    /// is refused by, reading ids only, not the vectors.
+    pub async fn with_embedding(&self, ids: &[String], model: &str) -> StoreResult<Vec<String>> {
+        dispatch!(self, s => s.with_embedding(ids, model).await)
+    }
+
     /// Up to `limit` photos with an embedding of `model`, in the order of
     /// their ids (content hashes: an arbitrary but fixed sample, so the
     /// same catalogue gives the same background negatives).

@@ -50,21 +50,25 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// An embedding row read back; bytes that are not float32 are corrupt.
+/// A photo's embedding bytes read back; bytes that are not float32 are corrupt.
+fn embedding_from(photo_id: &str, bytes: &[u8]) -> StoreResult<Embedding> {
+    Embedding::from_le_bytes(bytes).map_err(|reason| StoreError::Corrupt {
+        id: photo_id.to_string(),
+        reason,
+    })
+}
+
+/// An embedding row read back.
 fn stored_embedding(
     photo_id: &str,
     model: String,
     version: String,
     bytes: &[u8],
 ) -> StoreResult<StoredEmbedding> {
-    let vector = Embedding::from_le_bytes(bytes).map_err(|reason| StoreError::Corrupt {
-        id: photo_id.to_string(),
-        reason,
-    })?;
     Ok(StoredEmbedding {
         model,
         version,
-        vector,
+        vector: embedding_from(photo_id, bytes)?,
     })
 }
 

@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::store::concepts::{
     activated, head_from, next_version, review_label, training_event, ConceptScore,
 };
-use crate::store::{stored_embedding, StoreResult};
+use crate::store::{embedding_from, StoreResult};
 use tokio_postgres::{GenericClient, Row};
 
 pub(super) const SCHEMA_SQL: &str = "
@@ -82,8 +82,8 @@ fn embedding_rows(rows: &[Row]) -> StoreResult<Vec<(i64, String, Embedding)>> {
             let seq: i64 = r.try_get(0).map_err(pg_error)?;
             let id: String = r.try_get(1).map_err(pg_error)?;
             let bytes: Vec<u8> = r.try_get(2).map_err(pg_error)?;
-            let e = stored_embedding(&id, String::new(), String::new(), &bytes)?;
-            Ok((seq, id, e.vector))
+            let vector = embedding_from(&id, &bytes)?;
+            Ok((seq, id, vector))
         })
         .collect()
 }
@@ -382,6 +382,21 @@ impl PgStore {
             .into_iter()
             .map(|(_, id, e)| (id, e))
             .collect())
+    }
+
+    pub async fn with_embedding(&self, ids: &[String], model: &str) -> StoreResult<Vec<String>> {
+        const SQL: &str = "SELECT p.id FROM photos p JOIN photo_embeddings e \
+             ON e.photo_seq = p.seq AND e.model = $2 WHERE p.id = ANY($1)";
+        let mut lease = self.acquire().await?;
+        let Conn { client, statements } = lease.conn();
+        let s = statement(statements, client, SQL).await?;
+        client
+            .query(&s, &[&ids, &model])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| r.try_get(0).map_err(pg_error))
+            .collect()
     }
 
     pub async fn background_embeddings(

@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::store::concepts::{
     activated, head_from, next_version, review_label, training_event, ConceptScore,
 };
-use crate::store::{stored_embedding, StoreResult};
+use crate::store::{embedding_from, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 pub(super) const SCHEMA: &str = "
@@ -92,8 +92,8 @@ fn embedding_rows(
         .map_err(db_err)?;
     rows.into_iter()
         .map(|(seq, id, bytes)| {
-            let e = stored_embedding(&id, String::new(), String::new(), &bytes)?;
-            Ok((seq, id, e.vector))
+            let vector = embedding_from(&id, &bytes)?;
+            Ok((seq, id, vector))
         })
         .collect()
 }
@@ -367,6 +367,28 @@ impl SqliteStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub async fn with_embedding(&self, ids: &[String], model: &str) -> StoreResult<Vec<String>> {
+        let (ids, model) = (ids.to_vec(), model.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT p.id FROM photos p JOIN photo_embeddings e \
+                     ON e.photo_seq = p.seq AND e.model = ?2 WHERE p.id = ?1",
+                )
+                .map_err(db_err)?;
+            let mut found = Vec::with_capacity(ids.len());
+            for id in &ids {
+                found.extend(
+                    stmt.query_row(params![id, model], |r| r.get::<_, String>(0))
+                        .optional()
+                        .map_err(db_err)?,
+                );
+            }
+            Ok(found)
         })
         .await
     }
