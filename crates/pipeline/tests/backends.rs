@@ -15,6 +15,10 @@
 //! have (the log embedded, the outbox scaled out): scaled out they reach
 //! JetStream only through the relay, which is not part of this suite.
 
+mod support {
+    pub mod synthetic;
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,6 +33,7 @@ use pipeline::photo::{
 use pipeline::queue::{Delivery, EventLog, JobQueue, QueueSettings};
 use pipeline::rules::{Decision, Reason, Review, Uploader};
 use pipeline::store::MetaStore;
+use support::synthetic;
 
 // ---------------------------------------------------------------------------
 // The fixture
@@ -1365,6 +1370,10 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
     found.sort();
     assert_eq!(found, ["c1", "c3"]);
     assert!(s.embeddings_of(&ids, "other").await.unwrap().is_empty());
+    let mut with = s.with_embedding(&ids, "effnet").await.unwrap();
+    with.sort();
+    assert_eq!(with, ["c1", "c3"], "the same answer, ids only");
+    assert!(s.with_embedding(&ids, "other").await.unwrap().is_empty());
     let background: Vec<String> = s
         .background_embeddings("effnet", 2)
         .await
@@ -1445,21 +1454,8 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
     );
 
     // Reviewers' verdicts on the keyword, by photo.
-    for (id, accepted, rejected) in [
-        ("c1", vec!["forest"], vec![]),
-        ("c2", vec!["forest path"], vec!["forest"]),
-    ] {
-        let mut t = Transition::new(id, Status::Stored, Status::Reviewed, "reviewer:ana", 20);
-        t.human_review = Some(HumanReview {
-            decision: Decision::Publish,
-            accepted: accepted.into_iter().map(String::from).collect(),
-            rejected: rejected.into_iter().map(String::from).collect(),
-            reviewer: "ana".into(),
-            note: None,
-            at_ms: 20,
-        });
-        s.transition(&t).await.unwrap().expect("applies");
-    }
+    synthetic::review(s, "c1", &["forest"], &[], 20).await;
+    synthetic::review(s, "c2", &["forest path"], &["forest"], 20).await;
     assert_eq!(
         s.review_labels("forest").await.unwrap(),
         vec![("c1".to_string(), true), ("c2".to_string(), false)]

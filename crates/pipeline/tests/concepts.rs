@@ -20,8 +20,7 @@ use pipeline::analysis::Embedding;
 use pipeline::concept::{ConceptHead, VersionStatus};
 use pipeline::concepts::CreateConcept;
 use pipeline::config::{MetadataConfig, PipelineConfig, QueueConfig};
-use pipeline::photo::{HumanReview, Status, Transition};
-use pipeline::rules::{Decision, ReviewRules};
+use pipeline::rules::ReviewRules;
 use pipeline::{Pipeline, PipelineError, PipelineOptions, Worker};
 use support::synthetic::{self, NoAnalysis};
 
@@ -288,26 +287,8 @@ async fn end_to_end(scale_out: bool) {
 
     // A reviewer strikes "forest" from a forest-like photo and accepts it
     // on another: the retrain takes both verdicts as labels.
-    for (id, accepted, rejected) in [
-        ("f16", vec!["forest"], vec![]),
-        ("b10", vec![], vec!["forest"]),
-    ] {
-        let mut t = Transition::new(id, Status::Stored, Status::Reviewed, "reviewer:ana", 2);
-        t.human_review = Some(HumanReview {
-            decision: Decision::Publish,
-            accepted: accepted.into_iter().map(String::from).collect(),
-            rejected: rejected.into_iter().map(String::from).collect(),
-            reviewer: "ana".into(),
-            note: None,
-            at_ms: 2,
-        });
-        pipeline
-            .store()
-            .transition(&t)
-            .await
-            .unwrap()
-            .expect("applies");
-    }
+    synthetic::review(pipeline.store(), "f16", &["forest"], &[], 2).await;
+    synthetic::review(pipeline.store(), "b10", &[], &["forest"], 2).await;
     assert_eq!(pipeline.retrain_concept("forest").await.unwrap().1, 2);
     let spec = pipeline
         .store()

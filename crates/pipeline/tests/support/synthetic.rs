@@ -1,6 +1,9 @@
 //! Synthetic catalogue pieces shared by the concept tests and the concept
-//! benchmark (`examples/concept_bench.rs` includes this file by path): an
-//! analysis stage that is never needed, and reproducible embeddings.
+//! benchmark (`examples/concept_bench.rs` includes this file by path), and
+//! the store's conformance suite: an
+//! analysis stage that is never needed, reproducible embeddings, photos
+//! stored as analysed, reviewers' verdicts. Not every test uses every piece.
+#![allow(dead_code)]
 
 use pipeline::analysis::Embedding;
 use pipeline::{Analyze, Analyzed, StageError};
@@ -60,4 +63,26 @@ pub async fn store_analysed(
         vector: embedding,
     };
     assert!(store.put_embedding(id, &e, 1, &[]).await.unwrap());
+}
+
+/// A reviewer's verdict on a stored photo: it moves from `stored` to
+/// `reviewed` with a human review that accepted and struck these keywords.
+pub async fn review(
+    store: &pipeline::MetaStore,
+    id: &str,
+    accepted: &[&str],
+    rejected: &[&str],
+    at_ms: i64,
+) {
+    use pipeline::photo::{HumanReview, Status, Transition};
+    let mut t = Transition::new(id, Status::Stored, Status::Reviewed, "reviewer:ana", at_ms);
+    t.human_review = Some(HumanReview {
+        decision: pipeline::rules::Decision::Publish,
+        accepted: accepted.iter().map(|k| k.to_string()).collect(),
+        rejected: rejected.iter().map(|k| k.to_string()).collect(),
+        reviewer: "ana".into(),
+        note: None,
+        at_ms,
+    });
+    store.transition(&t).await.unwrap().expect("applies");
 }
