@@ -174,6 +174,11 @@ impl WordNet {
         self.synsets.get(&id)
     }
 
+    /// Every synset, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (Wnid, &Synset)> {
+        self.synsets.iter().map(|(id, s)| (*id, s))
+    }
+
     pub fn len(&self) -> usize {
         self.synsets.len()
     }

@@ -242,6 +242,16 @@ pub(crate) fn efficientnet(extracted: &Path, out: &Path) -> Result<()> {
     let json = serde_json::to_vec(&map)
         .map_err(|e| convert_err("writing concepts.json")(e.to_string()))?;
     std::fs::write(&concepts, json).map_err(io(&concepts))?;
+    let wordnet = crate::wordnet::WordNet::load(&extracted.join(inputs::WORDNET_DATA_NOUN))
+        .map_err(|e| convert_err("reading WordNet")(e.to_string()))?;
+    let classes = crate::wordnet::Classes::load(
+        &extracted.join(inputs::IMAGENET_NAMES),
+        &extracted.join(inputs::IMAGENET_TO_WNID),
+    )
+    .map_err(|e| convert_err("reading the class lists")(e.to_string()))?;
+    let lexicon = out.join("lexicon.tsv");
+    let text = crate::lexicon::build_lexicon(&wordnet, &classes, &map, &stock_names());
+    std::fs::write(&lexicon, text).map_err(io(&lexicon))?;
     write_config(out, &configs::efficientnet())
 }
 
@@ -251,4 +261,13 @@ pub(crate) fn brisque(extracted: &Path, out: &Path) -> Result<()> {
         std::fs::copy(extracted.join(name), &dest).map_err(io(&dest))?;
     }
     write_config(out, &configs::brisque())
+}
+
+/// The stock keywords compiled into this binary (they join the lexicon).
+pub(crate) fn stock_names() -> Vec<String> {
+    models::stock::StockVocabulary::builtin()
+        .concepts
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
 }

@@ -233,7 +233,11 @@ fn source_key(sources: &[Package], name: &str) -> String {
     let compiled_in: &[(&str, String)] = &[
         (
             configs::EFFICIENTNET,
-            format!("{VOCABULARY}{}", configs::efficientnet()),
+            format!(
+                "{VOCABULARY}{}{}",
+                configs::efficientnet(),
+                convert::stock_names().join("\n")
+            ),
         ),
         (
             configs::BLAZEFACE,
