@@ -99,6 +99,27 @@ pub enum MetadataConfig {
     },
 }
 
+impl MetadataConfig {
+    /// Which database this is, without credentials: the SQLite file's
+    /// absolute path, or the PostgreSQL host, database and schema. Saved
+    /// beside positions in its event log, so they are never used against
+    /// another database.
+    pub fn identity(&self) -> String {
+        match self {
+            MetadataConfig::Sqlite { path } => {
+                let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                format!("sqlite:{}", absolute.display())
+            }
+            MetadataConfig::Postgres { url, schema, .. } => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                let host = host.split('?').next().unwrap_or(host);
+                format!("postgres:{host}#{schema}")
+            }
+        }
+    }
+}
+
 fn default_schema() -> String {
     "darkroom".into()
 }

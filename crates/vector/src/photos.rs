@@ -56,8 +56,17 @@ impl PhotoIndex {
         &self.hnsw
     }
 
-    /// Adds a photo's embedding, replacing the one it had.
+    /// The photo's vector, if it is in the index.
+    pub fn vector(&self, id: &str) -> Option<&[f32]> {
+        self.by_id.get(id).map(|&n| self.hnsw.vector(n))
+    }
+
+    /// Adds a photo's embedding, replacing the one it had (the same vector
+    /// again changes nothing, so replaying an event is harmless).
     pub fn upsert(&mut self, id: &str, vector: &[f32]) -> Result<(), VectorError> {
+        if self.vector(id) == Some(vector) {
+            return Ok(());
+        }
         let node = self.hnsw.insert(vector)?;
         if let Some(old) = self.by_id.insert(id.to_string(), node) {
             self.hnsw.delete(old);
@@ -99,27 +108,35 @@ impl PhotoIndex {
         }
         let tmp = path.with_extension("part");
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        w.write_all(MAGIC)?;
-        write_str(&mut w, &self.model)?;
-        w.write_all(&self.last_seq.to_le_bytes())?;
-        w.write_all(&(self.ids.len() as u32).to_le_bytes())?;
-        for id in &self.ids {
-            write_str(&mut w, id)?;
-        }
-        self.hnsw.write(&mut w)?;
+        self.write_to(&mut w)?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)?;
         Ok(())
     }
 
     pub fn load(path: &Path) -> Result<PhotoIndex, FileError> {
-        let mut r = std::io::BufReader::new(std::fs::File::open(path)?);
+        PhotoIndex::read_from(&mut std::io::BufReader::new(std::fs::File::open(path)?))
+    }
+
+    /// The index in its file format, to any writer (a snapshot embeds it).
+    pub fn write_to(&self, w: &mut impl Write) -> Result<(), FileError> {
+        w.write_all(MAGIC)?;
+        write_str(w, &self.model)?;
+        w.write_all(&self.last_seq.to_le_bytes())?;
+        w.write_all(&(self.ids.len() as u32).to_le_bytes())?;
+        for id in &self.ids {
+            write_str(w, id)?;
+        }
+        self.hnsw.write(w)
+    }
+
+    pub fn read_from(r: &mut impl Read) -> Result<PhotoIndex, FileError> {
         let mut magic = [0; 8];
         r.read_exact(&mut magic)?;
         if &magic != MAGIC {
             return Err(FileError::Magic(magic.to_vec()));
         }
-        let model = read_str(&mut r)?;
+        let model = read_str(r)?;
         let mut seq = [0; 8];
         r.read_exact(&mut seq)?;
         let mut count = [0; 4];
@@ -127,9 +144,9 @@ impl PhotoIndex {
         let count = u32::from_le_bytes(count) as usize;
         let mut ids = Vec::with_capacity(count.min(1 << 24));
         for _ in 0..count {
-            ids.push(read_str(&mut r)?);
+            ids.push(read_str(r)?);
         }
-        let hnsw = Hnsw::read(&mut r)?;
+        let hnsw = Hnsw::read(r)?;
         if hnsw.nodes() != ids.len() {
             return Err(FileError::Corrupt(format!(
                 "{} ids for {} nodes",
@@ -151,12 +168,12 @@ impl PhotoIndex {
     }
 }
 
-fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+pub(crate) fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
     w.write_all(&(s.len() as u16).to_le_bytes())?;
     w.write_all(s.as_bytes())
 }
 
-fn read_str(r: &mut impl Read) -> Result<String, FileError> {
+pub(crate) fn read_str(r: &mut impl Read) -> Result<String, FileError> {
     let mut len = [0; 2];
     r.read_exact(&mut len)?;
     let mut bytes = vec![0; u16::from_le_bytes(len) as usize];
@@ -186,6 +203,11 @@ mod tests {
         assert!(top[0].0.ends_with('3'), "{top:?}");
         // p3 moves: its new vector is found, the old one is gone.
         index.upsert("p3", &unit(5, 8)).unwrap();
+        // The same vector again (an event replayed) adds no node.
+        let nodes = index.graph().nodes();
+        index.upsert("p3", &unit(5, 8)).unwrap();
+        assert_eq!(index.graph().nodes(), nodes);
+        assert_eq!(index.vector("p3"), Some(&unit(5, 8)[..]));
         assert_eq!(index.len(), 40);
         let near_5: Vec<&str> = index
             .search(&unit(5, 8), 6, 32, &|_| true)

@@ -179,4 +179,24 @@ impl EventLog {
             EventLog::Nats(events) => events.read(after, limit).await,
         }
     }
+
+    /// The last event's seq (0: none yet): a reader that has just read the
+    /// metadata store whole goes on from here.
+    pub async fn head(&self) -> QueueResult<u64> {
+        match self {
+            EventLog::Store(store) => store
+                .last_event_seq()
+                .await
+                .map_err(|e| QueueError::Backend(e.to_string())),
+            EventLog::Nats(events) => events.head().await,
+        }
+    }
+
+    /// Names the log, so a reader's saved position is not used on another.
+    pub fn name(&self) -> String {
+        match self {
+            EventLog::Store(store) => format!("{}-events", store.kind()),
+            EventLog::Nats(events) => format!("nats:{}", events.stream_name()),
+        }
+    }
 }

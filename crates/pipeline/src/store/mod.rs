@@ -234,6 +234,11 @@ impl MetaStore {
         dispatch!(self, s => s.remove_dead(job_id, events).await)
     }
 
+    /// The last event's seq in the table (0: none).
+    pub async fn last_event_seq(&self) -> StoreResult<u64> {
+        dispatch!(self, s => s.last_event_seq().await)
+    }
+
     /// Events in the table with `seq > after`, ascending, at most `limit`.
     /// Embedded this is the event log; scaled out, the outbox not yet
     /// published to JetStream.

@@ -181,6 +181,25 @@ impl NatsEvents {
         (acked, error)
     }
 
+    /// The stream's last sequence number (0: empty).
+    pub async fn head(&self) -> QueueResult<u64> {
+        let inner = &self.inner;
+        let mut stream =
+            inner.js.get_stream(&inner.stream).await.map_err(|e| {
+                api_error(&inner.url, &format!("opening stream {}", inner.stream), e)
+            })?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| api_error(&inner.url, &format!("reading stream {}", inner.stream), e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// The stream's name, `<PREFIX>_EVENTS`.
+    pub fn stream_name(&self) -> &str {
+        &self.inner.stream
+    }
+
     /// Whether the connection is up (for the relay's messages).
     fn connected(&self) -> bool {
         self.inner.client.connection_state() == State::Connected

@@ -722,6 +722,16 @@ impl PgStore {
     /// insert, not at commit, so a reader that keeps a cursor could step over
     /// a row committed late; the relay therefore always reads from 0 and
     /// deletes what it has published.
+    pub async fn last_event_seq(&self) -> StoreResult<u64> {
+        const SQL: &str = "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM events";
+        let mut lease = self.acquire().await?;
+        let Conn { client, statements } = lease.conn();
+        let s = statement(statements, client, SQL).await?;
+        let row = client.query_one(&s, &[]).await.map_err(pg_error)?;
+        let n: i64 = row.try_get(0).map_err(pg_error)?;
+        Ok(n.max(0) as u64)
+    }
+
     pub async fn read_events(&self, after: u64, limit: usize) -> StoreResult<Vec<LoggedEvent>> {
         const SQL: &str = "SELECT seq, id, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
         let after = i64::try_from(after).unwrap_or(i64::MAX);

@@ -643,6 +643,17 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn last_event_seq(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+
     pub async fn read_events(&self, after: u64, limit: usize) -> StoreResult<Vec<LoggedEvent>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = sql_limit(limit);
