@@ -160,9 +160,9 @@ fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &P
         .count();
     assert_eq!(embedded, photos.len());
 
-    // The similar-photo index, built from what was stored: every photo in
-    // it, each finding itself first.
-    let file = blobs_dir.with_extension("hnsw");
+    // The search catalogue, built from what was stored: every photo in its
+    // similar-photo index, each finding itself first.
+    let file = blobs_dir.with_extension("snapshot");
     let mut args: Vec<&str> = vec!["index", "rebuild"];
     for s in &settings {
         args.extend(["--set", s.as_str()]);
@@ -174,7 +174,9 @@ fn check_backfill(metadata: MetadataConfig, settings: Vec<String>, blobs_dir: &P
         stdout.contains(&format!("indexed {} photos", photos.len())),
         "{stdout}"
     );
-    let index = vector::PhotoIndex::load(&file).unwrap();
+    let (catalogue, _) = search::snapshot::load(&file).unwrap().unwrap();
+    assert_eq!(catalogue.len(), photos.len());
+    let index = catalogue.vectors().unwrap();
     assert_eq!(index.len(), photos.len());
     for id in ids.keys() {
         let stored = runtime

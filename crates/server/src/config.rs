@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// The work queue: `kind = "sqlite"` (a table in the metadata file, the
     /// default) or `kind = "nats"` (JetStream; events go to a stream too).
     pub queue: QueueConfig,
+    /// `GET /v1/search`: the similar-photo index's model and width, how
+    /// deep a similar-photo query ranks, how often the index reads the event
+    /// log and writes its snapshot.
+    pub search: search::SearchSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +167,7 @@ impl Default for ServerConfig {
             review: ReviewRules::default(),
             metadata: MetadataConfig::default(),
             queue: QueueConfig::default(),
+            search: search::SearchSettings::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use engine::EngineError;
 use pipeline::{PipelineError, QueueError, StoreError};
+use search::SearchError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -56,6 +57,8 @@ pub enum ApiError {
     Storage(#[from] storage::StorageError),
     #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
+    #[error(transparent)]
+    Search(#[from] search::SearchError),
     #[error("callbackUrl {url:?}: {reason}")]
     InvalidCallbackUrl { url: String, reason: String },
     #[error("cursor {cursor:?} is not one this API gave out; start without a cursor")]
@@ -210,6 +213,7 @@ impl ApiError {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Pipeline(e) => pipeline_status(e),
+            ApiError::Search(e) => search_status(e),
             ApiError::InvalidCallbackUrl { .. }
             | ApiError::InvalidCursor { .. }
             | ApiError::InvalidStatus { .. } => StatusCode::BAD_REQUEST,
@@ -240,6 +244,7 @@ impl ApiError {
             ApiError::SignatureInvalid => "signature_invalid",
             ApiError::Storage(e) => e.code(),
             ApiError::Pipeline(e) => e.code(),
+            ApiError::Search(e) => e.code(),
             ApiError::InvalidCallbackUrl { .. } => "invalid_callback_url",
             ApiError::InvalidCursor { .. } => "invalid_cursor",
             ApiError::InvalidStatus { .. } => "invalid_status",
@@ -262,6 +267,7 @@ impl ApiError {
                 _ => None,
             },
             ApiError::Image(ImageError::Overloaded | ImageError::ShuttingDown) => Some(1),
+            ApiError::Search(SearchError::NotReady | SearchError::Store(_)) => Some(1),
             _ => None,
         }
     }
@@ -278,6 +284,18 @@ impl ApiError {
             message: self.to_string(),
             photo_ids,
         }
+    }
+}
+
+fn search_status(e: &SearchError) -> StatusCode {
+    match e {
+        SearchError::InvalidParameter { .. }
+        | SearchError::UnknownParameter { .. }
+        | SearchError::InvalidCursor { .. } => StatusCode::BAD_REQUEST,
+        SearchError::PhotoNotFound { .. } => StatusCode::NOT_FOUND,
+        SearchError::NotIndexed { .. } => StatusCode::CONFLICT,
+        SearchError::NotReady | SearchError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SearchError::Encoder(_) | SearchError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod photos;
 pub mod review;
+pub mod search;
 pub mod signing;
 mod workers;
 
@@ -64,6 +65,11 @@ struct Shared {
     stop_workers: tokio::sync::watch::Sender<bool>,
     /// The workers' task, awaited at shutdown.
     workers: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The search catalogue, once the pipeline is open (API roles).
+    search: OnceLock<Arc<::search::SearchIndex>>,
+    /// The task keeping it current, awaited at shutdown (it writes the
+    /// last snapshot).
+    search_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why the service could not start.
@@ -102,6 +108,8 @@ impl AppState {
                 pipeline: OnceLock::new(),
                 stop_workers: tokio::sync::watch::channel(false).0,
                 workers: std::sync::Mutex::new(None),
+                search: OnceLock::new(),
+                search_task: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -153,6 +161,9 @@ impl AppState {
             .await
             .map_err(|e| StartError::Internal(format!("loading models: {e}")))??;
         self.watch_concepts();
+        if self.inner.config.role.serves_api() {
+            self.start_search();
+        }
         if self.inner.config.role.runs_workers() {
             self.start_workers();
         }
@@ -195,6 +206,63 @@ impl AppState {
             move |heads| engine.heads().serve_trained(&heads),
             self.inner.stop_workers.subscribe(),
         ));
+    }
+
+    /// Starts the search catalogue and the task that keeps it current from
+    /// the event log, loaded from its snapshot ([`AppState::search_snapshot`])
+    /// when there is one. Needs the pipeline open.
+    pub fn start_search(&self) {
+        let Some(pipeline) = self.inner.pipeline.get() else {
+            return;
+        };
+        let config = &self.inner.config;
+        let settings = config.search.clone();
+        let lexicon_path = models::Home::new(config.home.clone())
+            .models()
+            .join(&settings.model)
+            .join("lexicon.tsv");
+        let lexicon = match ::search::Lexicon::load(&lexicon_path) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("darkroom search: {e}; words match only terms spelled the same (run `darkroom models fetch`)");
+                ::search::Lexicon::empty()
+            }
+        };
+        let place = snapshot_place(config, &self.inner.blobs);
+        let index = Arc::new(::search::SearchIndex::new(settings, lexicon, None));
+        if self.inner.search.set(index.clone()).is_err() {
+            return;
+        }
+        let handle = tokio::spawn(::search::index::run(
+            index,
+            pipeline.store().clone(),
+            pipeline.events().clone(),
+            config.resolved_metadata().identity(),
+            place,
+            self.inner.stop_workers.subscribe(),
+        ));
+        *self
+            .inner
+            .search_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// The search catalogue's snapshot: with the NATS queue (scaled out),
+    /// an object in the blob store that every API replica loads on start;
+    /// embedded, a file beside the SQLite database (under the home by
+    /// default: `data/index/search-MODEL.snapshot`).
+    pub fn search_snapshot(&self) -> ::search::SnapshotPlace {
+        snapshot_place(&self.inner.config, &self.inner.blobs)
+    }
+
+    /// The search catalogue; `search_not_ready` until it is loaded.
+    pub fn search(&self) -> Result<Arc<::search::SearchIndex>, ApiError> {
+        self.inner
+            .search
+            .get()
+            .cloned()
+            .ok_or(ApiError::Search(::search::SearchError::NotReady))
     }
 
     /// The pipeline, once its stores are open.
@@ -249,6 +317,32 @@ impl AppState {
         if let Some(handle) = handle {
             let _ = handle.await;
         }
+        let search = self
+            .inner
+            .search_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = search {
+            let _ = handle.await;
+        }
+    }
+}
+
+fn snapshot_place(config: &ServerConfig, blobs: &storage::BlobStore) -> ::search::SnapshotPlace {
+    let name = format!("search-{}.snapshot", config.search.model);
+    match (&config.queue, config.resolved_metadata()) {
+        (pipeline::QueueConfig::Nats { .. }, _) => ::search::SnapshotPlace::Blobs {
+            blobs: blobs.clone(),
+            key: format!("index/{name}"),
+        },
+        (_, pipeline::MetadataConfig::Sqlite { path }) => ::search::SnapshotPlace::File(
+            path.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("index")
+                .join(name),
+        ),
+        (_, pipeline::MetadataConfig::Postgres { .. }) => ::search::SnapshotPlace::Nowhere,
     }
 }
 
@@ -276,7 +370,9 @@ pub fn router(state: AppState) -> Router {
                 "/v1/concepts/{name}/versions/{version}/activate",
                 post(concepts::activate),
             )
-            .route("/v1/concepts/{name}/retrain", post(concepts::retrain));
+            .route("/v1/concepts/{name}/retrain", post(concepts::retrain))
+            .route("/v1/search", get(search::search))
+            .route("/v1/search/similar", post(search::similar));
     }
     routes
         .route("/metrics", get(api::metrics))

@@ -500,6 +500,15 @@ fn set_cache_headers(headers: &mut HeaderMap, etag: &str) {
 }
 
 /// Default presets: a grid thumbnail and a screen-sized preview.
+/// The URL of a stored photo's thumbnail at `preset`, signed when signing is on.
+pub fn thumbnail_url(signer: &crate::signing::Signer, id: &str, preset: &str) -> String {
+    let target = format!("/v1/photos/{id}/thumbnail?preset={preset}");
+    match signer.sign(&target) {
+        Some(sig) => format!("{target}&sig={sig}"),
+        None => target,
+    }
+}
+
 pub fn default_presets() -> BTreeMap<String, ThumbnailSpec> {
     let spec = |width, height, fit| ThumbnailSpec {
         width,

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -63,36 +63,6 @@ async fn request(server: &Server, method: &str, path: &str, body: Option<Value>)
     )
 }
 
-async fn eventually<T>(
-    what: &str,
-    within: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(t) = check().await {
-            return t;
-        }
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Uploads a photo (retrying while the service is at capacity) and returns its id.
-async fn upload(server: &Server, bytes: Vec<u8>) -> String {
-    eventually("an upload admitted", Duration::from_secs(60), async || {
-        let (status, body, _) = server
-            .post_to("/v1/photos", "image/jpeg", bytes.clone())
-            .await;
-        match status {
-            200 | 202 => Some(body["id"].as_str().unwrap().to_string()),
-            429 | 503 => None,
-            _ => panic!("upload: {status} {body}"),
-        }
-    })
-    .await
-}
-
 fn names(analysis: &Value) -> Vec<String> {
     analysis["results"][0]["concepts"]
         .as_array()
@@ -108,10 +78,10 @@ async fn concepts_over_http(a: Server, b: Server) {
     // The catalogue: every photo analysed (embedding stored) by the workers.
     let mut ids = std::collections::BTreeMap::new();
     for name in POSITIVES.iter().chain(&NEGATIVES) {
-        ids.insert(*name, upload(&a, camera(name)).await);
+        ids.insert(*name, upload_photo(&a, camera(name), None).await);
     }
     for name in SAMPLES {
-        ids.insert(name, upload(&a, sample(name)).await);
+        ids.insert(name, upload_photo(&a, sample(name), None).await);
     }
     for (name, id) in &ids {
         eventually(name, Duration::from_secs(300), async || {

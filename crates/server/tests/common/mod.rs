@@ -258,3 +258,41 @@ impl JsonValue for reqwest::Response {
         serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
     }
 }
+
+/// Polls `check` every 100 ms until it answers, failing after `within`.
+pub async fn eventually<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(t) = check().await {
+            return t;
+        }
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Uploads a photo (with `?uploaderId=` when given), retrying while the
+/// service is at capacity, and returns its id.
+pub async fn upload_photo(server: &Server, bytes: Vec<u8>, uploader: Option<&str>) -> String {
+    let path = match uploader {
+        Some(u) => format!("/v1/photos?uploaderId={u}"),
+        None => "/v1/photos".to_string(),
+    };
+    eventually(
+        "an upload admitted",
+        std::time::Duration::from_secs(60),
+        async || {
+            let (status, body, _) = server.post_to(&path, "image/jpeg", bytes.clone()).await;
+            match status {
+                200 | 202 => Some(body["id"].as_str().unwrap().to_string()),
+                429 | 503 => None,
+                _ => panic!("upload: {status} {body}"),
+            }
+        },
+    )
+    .await
+}
