@@ -310,6 +310,8 @@ impl Analyzer {
                     }
                     captioners.push((c.name.clone(), spec.max_captions));
                 }
+                // Refused by chosen_models: not a photo model.
+                ModelKind::TextEncoder => {}
             }
         }
         // Captions are composed from a classifier's concepts: without one

@@ -46,7 +46,7 @@ impl DecodePlan {
                         .ok_or_else(|| config_err(entry, "no [brisque] section"))?;
                     plan.quality_max_side = Some(spec.max_side);
                 }
-                ModelKind::Captioner => {}
+                ModelKind::Captioner | ModelKind::TextEncoder => {}
             }
         }
         Ok(plan)
@@ -110,6 +110,15 @@ pub(crate) fn chosen_models<'a>(
             .map(|n| repo.get(n))
             .collect::<Result<_>>()?
     };
+    if let Some(text) = chosen
+        .iter()
+        .find(|e| e.config.kind == ModelKind::TextEncoder)
+    {
+        return Err(config_err(
+            text,
+            "is a text encoder (search queries), not a photo model: leave it out of engine.models",
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     chosen.retain(|e| seen.insert(e.config.name.clone()));
     Ok(chosen)

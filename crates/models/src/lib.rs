@@ -17,6 +17,7 @@ pub mod onnx_runtime;
 pub mod repository;
 pub mod stock;
 pub mod testing;
+pub mod text;
 
 pub use domain::analysis;
 

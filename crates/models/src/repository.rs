@@ -26,6 +26,8 @@ pub enum ModelKind {
     Quality,
     /// Captions from concepts (template) or from pixels (a learned model).
     Captioner,
+    /// Text → a sentence embedding (search queries); not a photo model.
+    TextEncoder,
 }
 
 /// One model's `model.toml`.
@@ -49,6 +51,8 @@ pub struct ModelConfig {
     pub brisque: Option<BrisqueSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captioner: Option<CaptionerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<TextEncoderSpec>,
     #[serde(default)]
     pub batching: Batching,
     /// sha256 of every file the model needs, relative to its folder.
@@ -105,6 +109,15 @@ pub struct CaptionerSpec {
     pub implementation: String,
     /// How many alternative captions to return.
     pub max_captions: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextEncoderSpec {
+    /// The WordPiece tokenizer (Hugging Face `tokenizer.json`).
+    pub tokenizer: String,
+    /// Tokens per text, `[CLS]` and `[SEP]` included; longer texts are cut.
+    pub max_tokens: usize,
 }
 
 /// Default batching knobs, read by the dynamic batcher.
@@ -164,6 +177,12 @@ impl ModelConfig {
                     .as_ref()
                     .ok_or_else(|| missing("captioner"))?;
             }
+            ModelKind::TextEncoder => {
+                self.onnx.as_ref().ok_or_else(|| missing("onnx"))?;
+                self.text_encoder
+                    .as_ref()
+                    .ok_or_else(|| missing("text_encoder"))?;
+            }
         }
         if let Some(onnx) = &self.onnx {
             for role in required_outputs(self.kind) {
@@ -183,6 +202,7 @@ fn required_outputs(kind: ModelKind) -> &'static [&'static str] {
     match kind {
         ModelKind::Classifier => &["logits"],
         ModelKind::FaceDetector => &["regressors", "classificators"],
+        ModelKind::TextEncoder => &["embedding"],
         ModelKind::Quality | ModelKind::Captioner => &[],
     }
 }

