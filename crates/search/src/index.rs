@@ -48,6 +48,10 @@ pub struct SearchSettings {
     pub poll_ms: u64,
     /// How often a changed catalogue is written as a snapshot.
     pub snapshot_every_s: u64,
+    /// The text encoder (a `text_encoder` model of the repository) that
+    /// maps a query that is no known word to the nearest concepts; empty:
+    /// none, and such a query matches nothing.
+    pub text_encoder: String,
 }
 
 impl Default for SearchSettings {
@@ -58,6 +62,7 @@ impl Default for SearchSettings {
             similar_depth: 500,
             poll_ms: 250,
             snapshot_every_s: 60,
+            text_encoder: "minilm-l6-v2".into(),
         }
     }
 }

@@ -11,10 +11,11 @@
 //!   ("mug" → "coffee mug", 0.9);
 //! - an English plural falls back to its singular.
 //!
-//! Words that are none of these (stop words aside) are read as one phrase
-//! by the text encoder, when one is loaded, and matched to the nearest
-//! concept terms by cosine similarity (see [`crate::encoder`]); without an
-//! encoder such a query matches nothing, rather than everything.
+//! Words that are none of these (stop words aside), and known words that
+//! stand for nothing any photo has, are read as one phrase by the text
+//! encoder, when one is loaded, and matched to the nearest concept terms
+//! by cosine similarity (see [`crate::encoder`]); without an encoder such
+//! a query matches nothing, rather than everything.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,12 +122,18 @@ pub fn plan(
         let mut matched = false;
         for n in (1..=MAX_PHRASE.min(ws.len() - i)).rev() {
             let phrase = ws[i..i + n].join(" ");
-            if let Some(unit) = expand(&phrase, catalogue, lexicon) {
-                push_unit(&mut plan, &mut reading, phrase, unit, catalogue);
-                i += n;
-                matched = true;
-                break;
+            match expand(&phrase, catalogue, lexicon) {
+                // A known word that no photo here has anything for: the
+                // encoder may still find its neighbours ("mug" → cup).
+                Some(unit) if unit.is_empty() && encoder.is_some() => {
+                    unknown.extend(ws[i..i + n].iter().map(String::as_str));
+                }
+                Some(unit) => push_unit(&mut plan, &mut reading, phrase, unit, catalogue),
+                None => continue,
             }
+            i += n;
+            matched = true;
+            break;
         }
         if !matched {
             if !is_stop_word(&ws[i]) {

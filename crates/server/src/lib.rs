@@ -162,7 +162,7 @@ impl AppState {
             .map_err(|e| StartError::Internal(format!("loading models: {e}")))??;
         self.watch_concepts();
         if self.inner.config.role.serves_api() {
-            self.start_search();
+            self.start_search().await;
         }
         if self.inner.config.role.runs_workers() {
             self.start_workers();
@@ -211,7 +211,7 @@ impl AppState {
     /// Starts the search catalogue and the task that keeps it current from
     /// the event log, loaded from its snapshot ([`AppState::search_snapshot`])
     /// when there is one. Needs the pipeline open.
-    pub fn start_search(&self) {
+    pub async fn start_search(&self) {
         let Some(pipeline) = self.inner.pipeline.get() else {
             return;
         };
@@ -229,7 +229,20 @@ impl AppState {
             }
         };
         let place = snapshot_place(config, &self.inner.blobs);
-        let index = Arc::new(::search::SearchIndex::new(settings, lexicon, None));
+        let encoder = match settings.text_encoder.as_str() {
+            "" => None,
+            name => {
+                let (home, name) = (config.home.clone(), name.to_string());
+                tokio::task::spawn_blocking(move || load_text_encoder(&home, &name))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|e| {
+                        eprintln!("darkroom search: {e}; a query that is no known word will match nothing");
+                    })
+                    .ok()
+            }
+        };
+        let index = Arc::new(::search::SearchIndex::new(settings, lexicon, encoder));
         if self.inner.search.set(index.clone()).is_err() {
             return;
         }
@@ -326,6 +339,28 @@ impl AppState {
         if let Some(handle) = search {
             let _ = handle.await;
         }
+    }
+}
+
+/// The search's text encoder, run through the same ONNX Runtime as the
+/// photo models (one session, one thread: a query is one short text).
+fn load_text_encoder(home: &std::path::Path, name: &str) -> Result<::search::TermEncoder, String> {
+    let repo = models::Repository::open(&models::Home::new(home.to_path_buf()).models())
+        .map_err(|e| e.to_string())?;
+    let entry = repo
+        .get(name)
+        .map_err(|e| format!("text encoder {name}: {e} (run `darkroom models fetch`)"))?;
+    let model = models::text::TextModel::load(entry, 1).map_err(|e| e.to_string())?;
+    Ok(::search::TermEncoder::new(Arc::new(TextEncoderModel(
+        model,
+    ))))
+}
+
+struct TextEncoderModel(models::text::TextModel);
+
+impl ::search::TextEncoder for TextEncoderModel {
+    fn encode(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        self.0.encode(texts).map_err(|e| e.to_string())
     }
 }
 

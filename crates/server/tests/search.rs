@@ -185,6 +185,30 @@ async fn searches(
     assert_eq!(search(server, "q=cat+flower").await["total"], 0);
     // A word that is no term, no lemma: nothing, rather than everything.
     assert_eq!(search(server, "q=qwzx").await["total"], 0);
+    // Words no photo has a concept for go through the text encoder
+    // (MiniLM) to the nearest concepts: a pond is water.
+    let pond = search(server, "q=pond").await;
+    let terms: Vec<&str> = pond["query"]["phrases"][0]["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[0].as_str().unwrap())
+        .collect();
+    assert!(terms.contains(&"water"), "pond: {terms:?}");
+    assert!(pond["total"].as_u64().unwrap() > 0);
+    for r in pond["results"].as_array().unwrap() {
+        assert!(
+            r["concepts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| terms.contains(&c[0].as_str().unwrap())),
+            "pond: {r}"
+        );
+    }
+    // A puppy is a dog; with no dog here, the nearest are pets: the cat.
+    let puppy = search(server, "q=puppy").await;
+    assert!(ids(&puppy).contains(&id("chelsea.png")), "{puppy}");
 
     // Similar photos: the photo itself left out, best first, above the cut.
     let flower = id("FreshFlower.jpg");
