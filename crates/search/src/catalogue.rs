@@ -321,6 +321,9 @@ pub struct Catalogue {
     /// query with no condition but its status.
     pub(crate) counts: HashMap<Status, Counts>,
     pub(crate) vectors: Option<PhotoIndex>,
+    /// HNSW node → slot (`u32::MAX`: none), so a filter inside the vector
+    /// search costs an array read per node.
+    node_slots: Vec<u32>,
     /// The event log position the catalogue is current to.
     pub last_seq: u64,
 }
@@ -336,9 +339,16 @@ impl Catalogue {
             words: HashMap::new(),
             is_concept: Vec::new(),
             counts: HashMap::new(),
-            vectors,
+            vectors: None,
+            node_slots: Vec::new(),
             last_seq: 0,
         }
+        .with_vectors(vectors)
+    }
+
+    fn with_vectors(mut self, vectors: Option<PhotoIndex>) -> Catalogue {
+        self.set_vectors(vectors);
+        self
     }
 
     /// Photos in the catalogue.
@@ -354,8 +364,47 @@ impl Catalogue {
         self.vectors.as_ref()
     }
 
-    pub fn vectors_mut(&mut self) -> Option<&mut PhotoIndex> {
-        self.vectors.as_mut()
+    /// Replaces the similar-photo index (built elsewhere, or read back).
+    pub fn set_vectors(&mut self, vectors: Option<PhotoIndex>) {
+        self.node_slots.clear();
+        if let Some(index) = &vectors {
+            self.node_slots = (0..index.graph().nodes() as u32)
+                .map(|n| {
+                    let live = !index.graph().is_deleted(n);
+                    let slot = self.by_id.get(index.id_of(n)).copied();
+                    slot.filter(|_| live).unwrap_or(u32::MAX)
+                })
+                .collect();
+        }
+        self.vectors = vectors;
+    }
+
+    /// Adds or replaces a photo's vector (the photo must be in already).
+    pub fn upsert_vector(
+        &mut self,
+        id: &str,
+        model: &str,
+        vector: &[f32],
+    ) -> Result<(), vector::VectorError> {
+        let index = self
+            .vectors
+            .get_or_insert_with(|| PhotoIndex::new(model, vector.len(), vector::Params::default()));
+        index.upsert(id, vector)?;
+        if let (Some(node), Some(&slot)) = (index.node_of(id), self.by_id.get(id)) {
+            let node = node as usize;
+            if self.node_slots.len() <= node {
+                self.node_slots.resize(node + 1, u32::MAX);
+            }
+            self.node_slots[node] = slot;
+        }
+        Ok(())
+    }
+
+    /// Takes a photo's vector out (the photo stays).
+    pub fn remove_vector(&mut self, id: &str) {
+        if let Some(index) = self.vectors.as_mut() {
+            index.remove(id);
+        }
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -369,6 +418,11 @@ impl Catalogue {
 
     pub fn term_name(&self, id: u32) -> &str {
         &self.terms.names[id as usize]
+    }
+
+    /// How many photos hold a term.
+    pub fn term_photos(&self, id: u32) -> usize {
+        self.postings.get(id as usize).map_or(0, Vec::len)
     }
 
     /// Terms (ids) that contain `word` as one of their words.
@@ -532,33 +586,33 @@ impl Catalogue {
                         next_cursor: None,
                     });
                 };
-                let keep = |id: &str| {
-                    if v.exclude == Some(id) {
-                        return false;
-                    }
-                    let Some(&slot) = self.by_id.get(id) else {
+                let keep = |node: u32| {
+                    let Some(&slot) = self.node_slots.get(node as usize) else {
                         return false;
                     };
-                    let passes = self.slots[slot as usize]
-                        .as_ref()
-                        .is_some_and(|e| filter.passes(e));
-                    passes && text.as_ref().is_none_or(|t| t.contains_key(&slot))
+                    let Some(e) = self.slots.get(slot as usize).and_then(Option::as_ref) else {
+                        return false;
+                    };
+                    filter.passes(e)
+                        && v.exclude != Some(&*e.id)
+                        && text.as_ref().is_none_or(|t| t.contains(slot))
                 };
                 index
-                    .search(v.vector, v.depth, v.ef.max(v.depth), &keep)
+                    .search_nodes(v.vector, v.depth, v.ef.max(v.depth), &keep)
                     .map_err(|e| SearchError::Internal(e.to_string()))?
                     .into_iter()
-                    .filter_map(|(id, sim)| self.by_id.get(id).map(|&s| (s, sim)))
+                    .map(|(node, sim)| (self.node_slots[node as usize], sim))
                     .collect()
             }
             (None, Some(scores)) => scores
+                .matches
                 .iter()
-                .filter(|(&s, _)| {
+                .filter(|&&s| {
                     self.slots[s as usize]
                         .as_ref()
                         .is_some_and(|e| filter.passes(e))
                 })
-                .map(|(&s, &score)| (s, score))
+                .map(|&s| (s, scores.score[s as usize]))
                 .collect(),
             (None, None) => self
                 .candidates(&filter)
@@ -582,7 +636,10 @@ impl Catalogue {
             }
             c
         } else {
-            let mut c = Counts::default();
+            let mut c = Counts {
+                concepts: vec![0; self.terms.names.len()],
+                ..Counts::default()
+            };
             for &(s, _) in &matches {
                 if let Some(e) = &self.slots[s as usize] {
                     c.add(e, 1);
@@ -707,37 +764,55 @@ impl Catalogue {
     }
 
     /// Per matching slot, the mean over the plan's units of the unit's best
-    /// `weight × term score`; a slot must match every unit.
-    fn text_scores(&self, plan: &TextPlan) -> HashMap<u32, f32> {
-        let mut total: HashMap<u32, (f32, usize)> = HashMap::new();
+    /// `weight × term score`; a slot must match every unit. Dense arrays
+    /// over the slots, not maps: a broad word ("animal") matches half the
+    /// catalogue, and a hash map per query costs several times more.
+    fn text_scores(&self, plan: &TextPlan) -> TextScores {
+        let n = self.slots.len();
+        let units = plan.len();
+        let mut sum = vec![0f32; n];
+        let mut count = vec![0u16; n];
+        let mut best = vec![f32::NAN; n];
+        let mut touched: Vec<u32> = Vec::new();
         for (i, unit) in plan.iter().enumerate() {
-            let mut best: HashMap<u32, f32> = HashMap::new();
+            touched.clear();
             for &(term, weight) in unit {
                 for &slot in &self.postings[term as usize] {
-                    // Later units only narrow the first one's matches.
-                    if i > 0 && total.get(&slot).is_none_or(|t| t.1 != i) {
+                    // Later units only narrow the earlier ones' matches.
+                    if count[slot as usize] as usize != i {
                         continue;
                     }
                     let Some(e) = &self.slots[slot as usize] else {
                         continue;
                     };
                     let score = weight * e.score_of(term).unwrap_or(0.0);
-                    let b = best.entry(slot).or_insert(0.0);
-                    *b = b.max(score);
+                    let b = &mut best[slot as usize];
+                    if b.is_nan() {
+                        touched.push(slot);
+                        *b = score;
+                    } else if score > *b {
+                        *b = score;
+                    }
                 }
             }
-            for (slot, score) in best {
-                let t = total.entry(slot).or_insert((0.0, 0));
-                t.0 += score;
-                t.1 += 1;
+            for &slot in &touched {
+                let s = slot as usize;
+                sum[s] += best[s];
+                count[s] += 1;
+                best[s] = f32::NAN;
             }
         }
-        let units = plan.len();
-        total
-            .into_iter()
-            .filter(|(_, t)| t.1 == units && units > 0)
-            .map(|(s, t)| (s, t.0 / units as f32))
-            .collect()
+        // The last unit's matches matched every unit before it.
+        let matches = if units == 0 { Vec::new() } else { touched };
+        for &slot in &matches {
+            sum[slot as usize] /= units as f32;
+        }
+        TextScores {
+            score: sum,
+            count,
+            units,
+            matches,
+        }
     }
 
     /// The slots worth checking: those of the rarest required concept, or all.
@@ -782,6 +857,22 @@ impl Catalogue {
     }
 }
 
+/// What a text plan matched: dense over the slots.
+struct TextScores {
+    /// The mean score, for the matches.
+    score: Vec<f32>,
+    /// Units matched, per slot.
+    count: Vec<u16>,
+    units: usize,
+    matches: Vec<u32>,
+}
+
+impl TextScores {
+    fn contains(&self, slot: u32) -> bool {
+        self.units > 0 && self.count[slot as usize] as usize == self.units
+    }
+}
+
 /// A query's conditions on a photo's facts.
 struct Filter {
     statuses: Vec<Status>,
@@ -816,5 +907,125 @@ impl Filter {
             && self.uploader.is_none()
             && self.from_ms.is_none()
             && self.to_ms.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(i: usize, uploader: &str, terms: &[(&str, f32)]) -> Doc {
+        Doc {
+            id: format!("p{i}"),
+            seq: i as i64,
+            created_ms: 1000 * i as i64,
+            status: Status::Published,
+            uploader: Some(uploader.into()),
+            width: if i % 2 == 0 { 1920 } else { 800 },
+            height: 1080,
+            quality: Some(i as f32 / 10.0),
+            terms: terms
+                .iter()
+                .map(|(t, s)| (t.to_string(), *s, TermKind::Concept))
+                .collect(),
+        }
+    }
+
+    fn unit(i: usize) -> Vec<f32> {
+        let mut v = vec![0.05; 8];
+        v[i % 8] = 1.0;
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> Query {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Query::parse(&pairs).unwrap()
+    }
+
+    fn ids(page: &Page) -> Vec<&str> {
+        page.results.iter().map(|h| h.id.as_str()).collect()
+    }
+
+    #[test]
+    fn listings_facets_cursors_and_filtered_vectors_agree() {
+        let mut c = Catalogue::new(None);
+        for i in 1..=6 {
+            let who = if i <= 3 { "ann" } else { "bo" };
+            c.upsert(&doc(i, who, &[("sky", 0.9), ("sea", 0.1 * i as f32)]));
+            c.upsert_vector(&format!("p{i}"), "m", &unit(i)).unwrap();
+        }
+        // Newest first; the kept counts (no filter) equal counting them.
+        let all = c.search(&query(&[]), None, None).unwrap();
+        assert_eq!(ids(&all), ["p6", "p5", "p4", "p3", "p2", "p1"]);
+        let counted = c
+            .search(&query(&[("from", "0")]), None, None)
+            .unwrap()
+            .facets;
+        assert_eq!(all.facets, counted);
+        assert_eq!(
+            all.facets.concepts,
+            [("sea".to_string(), 6), ("sky".to_string(), 6)]
+        );
+        // Best quality first, two at a time, to the end.
+        let q = query(&[("sort", "quality"), ("limit", "4")]);
+        let first = c.search(&q, None, None).unwrap();
+        let mut q2 = q.clone();
+        q2.cursor = first.next_cursor.clone();
+        let second = c.search(&q2, None, None).unwrap();
+        assert_eq!(
+            [ids(&first), ids(&second)].concat(),
+            ["p6", "p5", "p4", "p3", "p2", "p1"]
+        );
+        assert!(second.next_cursor.is_none());
+        // Similar to p1's vector, only bo's photos, p1 itself left out.
+        let v = c.vector_of("p1").unwrap().to_vec();
+        let similar = VectorSearch {
+            vector: &v,
+            exclude: Some("p1"),
+            depth: 10,
+            ef: 16,
+        };
+        let page = c
+            .search(
+                &query(&[("uploader", "bo"), ("minScore", "0")]),
+                None,
+                Some(similar),
+            )
+            .unwrap();
+        assert_eq!(page.total, 3);
+        assert!(ids(&page).iter().all(|id| ["p4", "p5", "p6"].contains(id)));
+        // Gone, then back with another vector: found under the new one.
+        assert!(c.remove("p4"));
+        c.upsert(&doc(4, "bo", &[("sky", 0.9)]));
+        c.upsert_vector("p4", "m", &unit(1)).unwrap();
+        let page = c
+            .search(
+                &query(&[("uploader", "bo"), ("minScore", "0.9")]),
+                None,
+                Some(similar),
+            )
+            .unwrap();
+        assert_eq!(ids(&page), ["p4"]);
+        // A snapshot round trip keeps all of it.
+        let mut bytes = Vec::new();
+        crate::snapshot::write(&c, "log", &mut bytes).unwrap();
+        let (back, log) = crate::snapshot::read(&mut &bytes[..]).unwrap();
+        assert_eq!(log, "log");
+        let again = back
+            .search(
+                &query(&[("uploader", "bo"), ("minScore", "0.9")]),
+                None,
+                Some(similar),
+            )
+            .unwrap();
+        assert_eq!(ids(&again), ["p4"]);
+        assert_eq!(
+            back.search(&query(&[]), None, None).unwrap(),
+            c.search(&query(&[]), None, None).unwrap()
+        );
     }
 }

@@ -59,7 +59,7 @@ impl Default for SearchSettings {
         SearchSettings {
             model: "efficientnet-lite0".into(),
             ef: 64,
-            similar_depth: 500,
+            similar_depth: 200,
             poll_ms: 250,
             snapshot_every_s: 60,
             text_encoder: "minilm-l6-v2".into(),
@@ -276,18 +276,11 @@ fn apply_one(
     catalogue.upsert(doc);
     match vector {
         Some(v) => {
-            let index = catalogue
-                .vectors
-                .get_or_insert_with(|| PhotoIndex::new(model, v.len(), Params::default()));
-            if let Err(e) = index.upsert(id, v) {
+            if let Err(e) = catalogue.upsert_vector(id, model, v) {
                 eprintln!("darkroom search: photo {id}: {e}; left out of the similar-photo index");
             }
         }
-        None => {
-            if let Some(index) = catalogue.vectors.as_mut() {
-                index.remove(id);
-            }
-        }
+        None => catalogue.remove_vector(id),
     }
 }
 
@@ -371,7 +364,7 @@ pub async fn build(
         vectors = Some(building);
         progress(Built::Vectors(count));
     }
-    catalogue.vectors = vectors;
+    catalogue.set_vectors(vectors);
     catalogue.last_seq = head;
     Ok(catalogue)
 }

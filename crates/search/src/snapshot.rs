@@ -143,8 +143,8 @@ pub fn read(r: &mut impl Read) -> Result<(Catalogue, String), SearchError> {
     }
     let [has_vectors] = take::<1>(r)?;
     if has_vectors == 1 {
-        catalogue.vectors =
-            Some(PhotoIndex::read_from(r).map_err(|e| corrupt(format!("the vectors: {e}")))?);
+        let index = PhotoIndex::read_from(r).map_err(|e| corrupt(format!("the vectors: {e}")))?;
+        catalogue.set_vectors(Some(index));
     }
     catalogue.last_seq = last_seq;
     Ok((catalogue, log))

@@ -160,7 +160,13 @@ fn push_unit(
     mut unit: Vec<(u32, f32)>,
     catalogue: &Catalogue,
 ) {
-    unit.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Best weight first, then the terms most photos hold: what the
+    // echo shows first is what the results are mostly about.
+    unit.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then(catalogue.term_photos(b.0).cmp(&catalogue.term_photos(a.0)))
+            .then(a.0.cmp(&b.0))
+    });
     let shown = unit
         .iter()
         .take(10)

@@ -83,6 +83,29 @@ impl PhotoIndex {
         }
     }
 
+    /// The node holding a photo's vector now.
+    pub fn node_of(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The photo a node belongs to (a replaced or removed photo's old node
+    /// keeps its id; such nodes are never returned by a search).
+    pub fn id_of(&self, node: u32) -> &str {
+        &self.ids[node as usize]
+    }
+
+    /// Like [`PhotoIndex::search`], with `keep` asked by node: a caller
+    /// that maps nodes to its own records (an array) skips the id lookups.
+    pub fn search_nodes(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(u32, f32)>, VectorError> {
+        self.hnsw.search(q, k, ef, keep)
+    }
+
     /// The `k` photos most similar to `q` that `keep` accepts, best first.
     pub fn search(
         &self,
