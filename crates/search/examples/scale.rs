@@ -389,8 +389,8 @@ fn main() {
             let similar = VectorSearch {
                 vector: &probe,
                 exclude: None,
-                depth: 500,
-                ef: 64,
+                depth: search::SearchSettings::default().similar_depth,
+                ef: search::SearchSettings::default().ef,
             };
             let total = catalogue.search(&q, None, Some(similar)).unwrap().total;
             let (p50, p99) = time(100, || catalogue.search(&q, None, Some(similar)).unwrap());
