@@ -24,6 +24,10 @@ Concepts: POST /v1/concepts {\"name\", \"positives\": [photo ids], \"negatives\"
 example photos' stored embeddings in a worker job (202); GET /v1/concepts/{name} shows its versions, \
 out-of-fold metrics and backfill; an activated version is served in every process within \
 pipeline.concept_poll_ms, without a restart.\n\n\
+Search: GET /v1/search?q=&similarTo=&concept=&orientation=&size=&status=&uploader=&from=&to=&sort=&minScore=&limit=&cursor= \
+finds photos by text (WordNet synonyms and hyponyms; MiniLM for other words), concept and similar photo, with \
+scores, facets and cursors; POST /v1/search/similar takes a photo in the body. Each API process keeps the \
+catalogue in memory, current from the event log, and loads it from a snapshot on start ([search]).\n\n\
 Also GET /v1/models, /metrics (Prometheus), /healthz, /readyz, /openapi.json.\n\n\
 Settings come from defaults, then the --config TOML file, then DARKROOM_* environment variables \
 (sections joined by __, e.g. DARKROOM_LIMITS__MAX_IMAGE_BYTES=1000000), then flags (--set KEY=VALUE for any \

@@ -921,7 +921,7 @@ mod tests {
             created_ms: 1000 * i as i64,
             status: Status::Published,
             uploader: Some(uploader.into()),
-            width: if i % 2 == 0 { 1920 } else { 800 },
+            width: if i.is_multiple_of(2) { 1920 } else { 800 },
             height: 1080,
             quality: Some(i as f32 / 10.0),
             terms: terms

@@ -72,10 +72,12 @@ impl Default for SearchSettings {
 pub enum SnapshotPlace {
     /// A file (embedded: under the home).
     File(PathBuf),
-    /// An object in the blob store (scaled out: shared by the replicas).
+    /// An object in the blob store (scaled out: shared by the replicas),
+    /// passing through a local folder on the way in and out.
     Blobs {
         blobs: storage::BlobStore,
         key: String,
+        scratch: PathBuf,
     },
     /// None (tests, or a replica told not to).
     Nowhere,
@@ -85,7 +87,7 @@ impl SnapshotPlace {
     pub fn describe(&self) -> String {
         match self {
             SnapshotPlace::File(p) => p.display().to_string(),
-            SnapshotPlace::Blobs { blobs, key } => format!("{} {key}", blobs.describe()),
+            SnapshotPlace::Blobs { blobs, key, .. } => format!("{} {key}", blobs.describe()),
             SnapshotPlace::Nowhere => "nowhere".into(),
         }
     }
@@ -98,17 +100,29 @@ impl SnapshotPlace {
                     .await
                     .map_err(|e| SearchError::Internal(e.to_string()))?
             }
-            SnapshotPlace::Blobs { blobs, key } => {
-                let Some(bytes) = blobs
-                    .get(key)
+            SnapshotPlace::Blobs {
+                blobs,
+                key,
+                scratch,
+            } => {
+                // Streamed to a local file, then read from it: a snapshot of
+                // a million photos is gigabytes, never held as one buffer.
+                let file = scratch.join(format!("search-{}-download.snapshot", std::process::id()));
+                let found = blobs
+                    .get_file(key, &file)
                     .await
-                    .map_err(|e| SearchError::Store(e.to_string()))?
-                else {
+                    .map_err(|e| SearchError::Store(e.to_string()))?;
+                if !found {
                     return Ok(None);
-                };
-                tokio::task::spawn_blocking(move || snapshot::read(&mut &bytes[..]).map(Some))
-                    .await
-                    .map_err(|e| SearchError::Internal(e.to_string()))?
+                }
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let loaded = snapshot::load(&file);
+                    let _ = std::fs::remove_file(&file);
+                    loaded
+                })
+                .await
+                .map_err(|e| SearchError::Internal(e.to_string()))?;
+                loaded
             }
             SnapshotPlace::Nowhere => Ok(None),
         }
@@ -551,31 +565,32 @@ pub async fn save(
     let writer = index.clone();
     let place_for_write = place.clone();
     let log_name = log_name.to_string();
-    let written = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, SearchError> {
+    // Embedded, the snapshot file itself; scaled out, a local file that is
+    // then uploaded in parts.
+    let file = tokio::task::spawn_blocking(move || -> Result<Option<PathBuf>, SearchError> {
         let guard = writer.read();
         let Some(catalogue) = guard.as_ref() else {
             return Ok(None);
         };
-        match &place_for_write {
-            SnapshotPlace::File(path) => {
-                snapshot::save(catalogue, &log_name, path)?;
-                Ok(None)
+        let path = match &place_for_write {
+            SnapshotPlace::File(path) => path.clone(),
+            SnapshotPlace::Blobs { scratch, .. } => {
+                scratch.join(format!("search-{}-upload.snapshot", std::process::id()))
             }
-            SnapshotPlace::Blobs { .. } => {
-                let mut bytes = Vec::new();
-                snapshot::write(catalogue, &log_name, &mut bytes)?;
-                Ok(Some(bytes))
-            }
-            SnapshotPlace::Nowhere => Ok(None),
-        }
+            SnapshotPlace::Nowhere => return Ok(None),
+        };
+        snapshot::save(catalogue, &log_name, &path)?;
+        Ok(Some(path))
     })
     .await
     .map_err(|e| SearchError::Internal(e.to_string()))??;
-    match (written, place) {
-        (Some(bytes), SnapshotPlace::Blobs { blobs, key }) => blobs
-            .put(key, bytes.into())
+    if let (Some(file), SnapshotPlace::Blobs { blobs, key, .. }) = (file, place) {
+        let uploaded = blobs
+            .put_file(key, &file)
             .await
-            .map_err(|e| SearchError::Store(e.to_string())),
-        _ => Ok(()),
+            .map_err(|e| SearchError::Store(e.to_string()));
+        let _ = tokio::fs::remove_file(&file).await;
+        uploaded?;
     }
+    Ok(())
 }

@@ -370,6 +370,7 @@ fn snapshot_place(config: &ServerConfig, blobs: &storage::BlobStore) -> ::search
         (pipeline::QueueConfig::Nats { .. }, _) => ::search::SnapshotPlace::Blobs {
             blobs: blobs.clone(),
             key: format!("index/{name}"),
+            scratch: config.home.join("tmp"),
         },
         (_, pipeline::MetadataConfig::Sqlite { path }) => ::search::SnapshotPlace::File(
             path.parent()

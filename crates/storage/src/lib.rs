@@ -14,7 +14,7 @@ mod store;
 pub use config::StorageConfig;
 pub use error::StorageError;
 pub use key::validate_key;
-pub use store::BlobStore;
+pub use store::{BlobStore, PART_BYTES};
 
 // The backend checks shared with the S3 integration test (tests/s3.rs): the
 // local backend runs the very same sequence here, as a unit test.

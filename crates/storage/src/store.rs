@@ -12,9 +12,14 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 
 use crate::{validate_key, StorageConfig, StorageError};
+
+/// Part size of [`BlobStore::put_file`]'s multipart upload (S3 takes up to
+/// 10,000 parts of 5 MiB to 5 GiB: 64 MiB parts allow objects to 640 GB).
+pub const PART_BYTES: usize = 64 << 20;
 
 /// A handle on the blob store; cheap to clone (one `Arc` inside), safe to
 /// share between tasks.
@@ -112,6 +117,76 @@ impl BlobStore {
             ) => self.put(key, bytes).await.map(|()| true),
             Err(e) => Err(self.map_error(key, e)),
         }
+    }
+
+    /// Stores the file at `path` under `key`, replacing what was there, in
+    /// parts of [`PART_BYTES`]: a multipart upload on S3, so neither a
+    /// single PUT's 5 GB limit nor the file's size in memory applies. The
+    /// object appears whole when the upload completes, or not at all.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), StorageError> {
+        use tokio::io::AsyncReadExt;
+        let location = parse_key(key)?;
+        let io = |e: std::io::Error| StorageError::Io {
+            reason: format!("{}: {e}", path.display()),
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let upload = self
+            .inner
+            .store
+            .put_multipart(&location)
+            .await
+            .map_err(|e| self.map_error(key, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = match file.read(&mut buffer).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(io(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                return Err(self.map_error(key, e));
+            }
+            writer.write(&buffer[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error(key, e))
+    }
+
+    /// Writes what is under `key` to the file at `path` as it arrives (a
+    /// temporary file renamed into place); false when nothing is stored.
+    pub async fn get_file(&self, key: &str, path: &std::path::Path) -> Result<bool, StorageError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let location = parse_key(key)?;
+        let io = |e: std::io::Error| StorageError::Io {
+            reason: format!("{}: {e}", path.display()),
+        };
+        let result = match self.inner.store.get(&location).await {
+            Ok(result) => result,
+            Err(e) => return self.absent(key, e).map(|()| false),
+        };
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        }
+        let part = path.with_extension("download");
+        let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.map_error(key, e))?;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&part, path).await.map_err(io)?;
+        Ok(true)
     }
 
     /// The bytes under `key`, or `None` when there are none.

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use storage::{BlobStore, StorageConfig, StorageError};
+use storage::{BlobStore, StorageConfig, StorageError, PART_BYTES};
 
 mod conformance;
 
