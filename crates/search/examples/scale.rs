@@ -29,6 +29,8 @@ struct Args {
     db: std::path::PathBuf,
     photos: usize,
     vectors: bool,
+    runs: usize,
+    peer: bool,
     lexicon: std::path::PathBuf,
 }
 
@@ -37,6 +39,8 @@ fn args() -> Args {
         db: "var/data/darkroom.db".into(),
         photos: 100_000,
         vectors: false,
+        runs: 200,
+        peer: true,
         lexicon: "var/models/efficientnet-lite0/lexicon.tsv".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -46,7 +50,11 @@ fn args() -> Args {
             "--photos" => a.photos = it.next().and_then(|n| n.parse().ok()).expect("--photos N"),
             "--lexicon" => a.lexicon = it.next().expect("--lexicon PATH").into(),
             "--vectors" => a.vectors = true,
-            _ => panic!("usage: scale [--db PATH] [--photos N] [--vectors] [--lexicon PATH]"),
+            "--runs" => a.runs = it.next().and_then(|n| n.parse().ok()).expect("--runs N"),
+            "--no-peer" => a.peer = false,
+            _ => panic!(
+                "usage: scale [--db PATH] [--photos N] [--vectors] [--runs N] [--no-peer] [--lexicon PATH]"
+            ),
         }
     }
     a
@@ -266,7 +274,10 @@ fn main() {
             .collect();
         Query::parse(&pairs).unwrap()
     };
-    println!("\nqueries on one core, 200 runs each, ms p50 / p99 (total matches):");
+    println!(
+        "\nqueries on one core, {} runs each, ms p50 / p99 (total matches):",
+        args.runs
+    );
     println!("{:<44} {:>18} {:>18}", "query", "catalogue", "SQLite FTS5");
     let cases: [(&str, Vec<(&str, &str)>); 6] = [
         ("everything published, newest", vec![]),
@@ -297,7 +308,9 @@ fn main() {
                 .0
         });
         let total = catalogue.search(&q, plan.as_ref(), None).unwrap().total;
-        let (p50, p99) = time(200, || catalogue.search(&q, plan.as_ref(), None).unwrap());
+        let (p50, p99) = time(args.runs, || {
+            catalogue.search(&q, plan.as_ref(), None).unwrap()
+        });
         // The peer: the same terms in one MATCH, the same status, a page
         // of 20 by bm25 and the total.
         let peer = match (&plan, q.concepts.is_empty()) {
@@ -325,6 +338,7 @@ fn main() {
             ),
             (None, true) => None,
         };
+        let peer = peer.filter(|_| args.peer);
         let peer_cell = match peer {
             Some(m) => {
                 let mut page = fts
@@ -340,7 +354,7 @@ fn main() {
                     )
                     .unwrap();
                 let peer_total: i64 = count.query_row(params![m], |r| r.get(0)).unwrap();
-                let (a, b) = time(200, || {
+                let (a, b) = time(args.runs, || {
                     let rows: Vec<i64> = page
                         .query_map(params![m], |r| r.get(0))
                         .unwrap()
@@ -351,6 +365,7 @@ fn main() {
                 });
                 format!("{a:>6.2} / {b:>6.2} ({peer_total})")
             }
+            None if !args.peer => "-".to_string(),
             None => {
                 let mut page = fts
                     .prepare("SELECT seq FROM docs WHERE status = 'published' ORDER BY created DESC LIMIT 20")
@@ -358,7 +373,7 @@ fn main() {
                 let mut count = fts
                     .prepare("SELECT count(*) FROM docs WHERE status = 'published'")
                     .unwrap();
-                let (a, b) = time(200, || {
+                let (a, b) = time(args.runs, || {
                     let rows: Vec<i64> = page
                         .query_map([], |r| r.get(0))
                         .unwrap()
@@ -393,7 +408,9 @@ fn main() {
                 ef: search::SearchSettings::default().ef,
             };
             let total = catalogue.search(&q, None, Some(similar)).unwrap().total;
-            let (p50, p99) = time(100, || catalogue.search(&q, None, Some(similar)).unwrap());
+            let (p50, p99) = time(args.runs, || {
+                catalogue.search(&q, None, Some(similar)).unwrap()
+            });
             println!("{name:<44} {p50:>6.2} / {p99:>6.2} ({total})");
         }
     }
