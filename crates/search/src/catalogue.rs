@@ -311,8 +311,10 @@ pub struct Catalogue {
     pub(crate) by_id: HashMap<Box<str>, u32>,
     pub(crate) terms: Dict,
     pub(crate) uploaders: Dict,
-    /// Term id → slots holding it, ascending.
-    pub(crate) postings: Vec<Vec<u32>>,
+    /// Term id → `(slot, score)` of the photos holding it, by slot: the
+    /// score travels with the posting, so text scoring reads the lists in
+    /// order and never the photos' own records.
+    pub(crate) postings: Vec<Vec<(u32, f32)>>,
     /// A word → the multi-word terms it is part of.
     pub(crate) words: HashMap<String, Vec<u32>>,
     /// By term id: some photo has it as a concept.
@@ -497,12 +499,13 @@ impl Catalogue {
         for t in entry.terms.iter() {
             let list = &mut self.postings[t.0 as usize];
             match list.last() {
-                Some(&last) if last >= slot => {
-                    if let Err(at) = list.binary_search(&slot) {
-                        list.insert(at, slot);
+                Some(&(last, _)) if last >= slot => {
+                    match list.binary_search_by_key(&slot, |p| p.0) {
+                        Ok(at) => list[at].1 = t.1,
+                        Err(at) => list.insert(at, (slot, t.1)),
                     }
                 }
-                _ => list.push(slot),
+                _ => list.push((slot, t.1)),
             }
         }
         self.counts.entry(entry.status).or_default().add(&entry, 1);
@@ -526,7 +529,7 @@ impl Catalogue {
     fn unlink(&mut self, slot: u32, old: &Entry) {
         for t in old.terms.iter() {
             let list = &mut self.postings[t.0 as usize];
-            if let Ok(at) = list.binary_search(&slot) {
+            if let Ok(at) = list.binary_search_by_key(&slot, |p| p.0) {
                 list.remove(at);
             }
         }
@@ -777,15 +780,12 @@ impl Catalogue {
         for (i, unit) in plan.iter().enumerate() {
             touched.clear();
             for &(term, weight) in unit {
-                for &slot in &self.postings[term as usize] {
+                for &(slot, term_score) in &self.postings[term as usize] {
                     // Later units only narrow the earlier ones' matches.
                     if count[slot as usize] as usize != i {
                         continue;
                     }
-                    let Some(e) = &self.slots[slot as usize] else {
-                        continue;
-                    };
-                    let score = weight * e.score_of(term).unwrap_or(0.0);
+                    let score = weight * term_score;
                     let b = &mut best[slot as usize];
                     if b.is_nan() {
                         touched.push(slot);
@@ -822,7 +822,7 @@ impl Catalogue {
             .iter()
             .min_by_key(|t| self.postings[**t as usize].len())
         {
-            Some(&t) => Box::new(self.postings[t as usize].iter().copied()),
+            Some(&t) => Box::new(self.postings[t as usize].iter().map(|p| p.0)),
             None => Box::new(0..self.slots.len() as u32),
         }
     }
