@@ -23,7 +23,7 @@ use domain::photo::Status;
 use pipeline::{MetaStore, MetadataConfig};
 use rusqlite::{params, Connection};
 use search::{Catalogue, Doc, Lexicon, Query, VectorSearch};
-use vector::{Params, PhotoIndex};
+use vector::{Params, PhotoIndex, SplitMix};
 
 struct Args {
     db: std::path::PathBuf,
@@ -71,19 +71,16 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-struct Rng(u64);
+/// The vector crate's seeded generator, with a normal draw on top.
+struct Rng(SplitMix);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        self.0.unit() as f32
     }
 
     /// Standard normal (Box-Muller).
@@ -148,7 +145,7 @@ fn main() {
         args.photos
     );
 
-    let mut rng = Rng(7);
+    let mut rng = Rng(SplitMix(7));
     let started_rss = rss();
     let started = Instant::now();
     let mut catalogue = Catalogue::new(None);

@@ -3,6 +3,7 @@
 //!
 //! - [`query`]: the parameters of `GET /v1/search`, checked once; the
 //!   documented shape (`orientation`) and size (`size`) classes; cursors.
+//! - [`doc`]: a photo as the catalogue takes it, made from a stored record.
 //! - [`catalogue`]: every photo's searchable facts in memory, an inverted
 //!   index over its terms, the similar-photo index beside it, and the query
 //!   itself ([`Catalogue::search`]).
@@ -15,6 +16,7 @@
 //!   log, built from the metadata store when there is no snapshot.
 
 pub mod catalogue;
+pub mod doc;
 pub mod encoder;
 pub mod index;
 pub mod query;

@@ -9,11 +9,15 @@
 
 use std::collections::HashMap;
 
-use domain::photo::{PhotoRecord, Status};
+use domain::photo::Status;
 use vector::PhotoIndex;
 
+pub use crate::doc::{is_stop_word, words, Doc, TermKind};
 use crate::query::{Cursor, Orientation, Query, SizeClass, Sort};
 use crate::SearchError;
+use counts::Counts;
+
+mod counts;
 
 /// Concepts listed per result.
 pub const RESULT_CONCEPTS: usize = 10;
@@ -26,124 +30,6 @@ pub const DEFAULT_MIN_TEXT: f32 = 0.15;
 /// the embeddings. Measured on the sample photos: a cat against 17
 /// unrelated photos 0.06 to 0.18; two daisy close-ups 0.70.
 pub const DEFAULT_MIN_SIMILAR: f32 = 0.3;
-
-/// Where a term of a photo came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum TermKind {
-    /// From the analysis (built-in, stock and trained concepts).
-    Concept = 0,
-    /// A search keyword the review kept that no concept gave.
-    Keyword = 1,
-    /// A word of a caption.
-    Caption = 2,
-}
-
-/// A photo as the catalogue takes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Doc {
-    pub id: String,
-    pub seq: i64,
-    pub created_ms: i64,
-    pub status: Status,
-    pub uploader: Option<String>,
-    /// After EXIF orientation.
-    pub width: u32,
-    pub height: u32,
-    pub quality: Option<f32>,
-    /// `(term, score, kind)`.
-    pub terms: Vec<(String, f32, TermKind)>,
-}
-
-/// Words of a caption that say nothing on their own.
-const STOP_WORDS: &[&str] = &[
-    "a", "an", "the", "of", "with", "and", "in", "on", "at", "to", "for", "by", "from", "having",
-    "is", "or", "its", "it", "this", "that", "some", "into", "near", "as",
-];
-
-pub fn is_stop_word(word: &str) -> bool {
-    STOP_WORDS.contains(&word)
-}
-
-impl Doc {
-    /// The searchable facts of a stored photo.
-    pub fn from_record(record: &PhotoRecord) -> Doc {
-        let mut terms = Terms::default();
-        let (width, height, quality) = match &record.analysis {
-            Some(a) => {
-                for (name, score) in &a.concepts {
-                    terms.add(name, *score, TermKind::Concept);
-                }
-                (a.size[0], a.size[1], a.quality)
-            }
-            None => (record.original.width, record.original.height, None),
-        };
-        // A kept concept keeps its confidence; a reviewer's own word is
-        // taken as certain.
-        for keyword in &record.keywords {
-            if !terms.has(keyword) {
-                terms.add(keyword, 1.0, TermKind::Keyword);
-            }
-        }
-        if let Some(a) = &record.analysis {
-            for caption in &a.captions {
-                for word in words(&caption.caption) {
-                    if !is_stop_word(&word) {
-                        terms.add(&word, caption.probability, TermKind::Caption);
-                    }
-                }
-            }
-        }
-        let terms = terms.list;
-        Doc {
-            id: record.id.clone(),
-            seq: record.seq,
-            created_ms: record.created_ms,
-            status: record.status,
-            uploader: record.submission.uploader.id.clone(),
-            width,
-            height,
-            quality,
-            terms,
-        }
-    }
-}
-
-/// A photo's terms while they are gathered: one entry per lowercased
-/// name, at its best score.
-#[derive(Default)]
-struct Terms {
-    list: Vec<(String, f32, TermKind)>,
-    seen: HashMap<String, usize>,
-}
-
-impl Terms {
-    fn has(&self, name: &str) -> bool {
-        self.seen.contains_key(&name.trim().to_lowercase())
-    }
-
-    fn add(&mut self, name: &str, score: f32, kind: TermKind) {
-        let key = name.trim().to_lowercase();
-        if key.is_empty() {
-            return;
-        }
-        match self.seen.get(&key) {
-            Some(&i) => self.list[i].1 = self.list[i].1.max(score),
-            None => {
-                self.seen.insert(key, self.list.len());
-                self.list.push((name.trim().to_string(), score, kind));
-            }
-        }
-    }
-}
-
-/// Lowercased words: letters, digits, `-` and `'` inside a word.
-pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '\''))
-        .map(|w| w.trim_matches(|c| c == '-' || c == '\'').to_lowercase())
-        .filter(|w| !w.is_empty())
-        .collect()
-}
 
 /// Strings numbered in first-seen order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -208,56 +94,6 @@ impl Entry {
     fn concepts(&self) -> impl Iterator<Item = &(u32, f32, TermKind)> {
         self.terms.iter().filter(|t| t.2 == TermKind::Concept)
     }
-}
-
-/// Counts over a set of photos.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Counts {
-    pub(crate) photos: u64,
-    /// By concept term id (grown on demand).
-    pub(crate) concepts: Vec<u64>,
-    pub(crate) orientation: [u64; 5],
-    pub(crate) size: [u64; 3],
-}
-
-impl Counts {
-    fn add(&mut self, e: &Entry, sign: i64) {
-        let bump = |n: &mut u64| *n = n.wrapping_add_signed(sign);
-        bump(&mut self.photos);
-        for t in e.concepts() {
-            let t = t.0 as usize;
-            if self.concepts.len() <= t {
-                self.concepts.resize(t + 1, 0);
-            }
-            bump(&mut self.concepts[t]);
-        }
-        bump(&mut self.orientation[orientation_index(e.orientation())]);
-        bump(&mut self.size[size_index(e.size())]);
-    }
-
-    fn merge(&mut self, other: &Counts) {
-        self.photos += other.photos;
-        if self.concepts.len() < other.concepts.len() {
-            self.concepts.resize(other.concepts.len(), 0);
-        }
-        for (a, b) in self.concepts.iter_mut().zip(&other.concepts) {
-            *a += b;
-        }
-        for i in 0..5 {
-            self.orientation[i] += other.orientation[i];
-        }
-        for i in 0..3 {
-            self.size[i] += other.size[i];
-        }
-    }
-}
-
-fn orientation_index(o: Orientation) -> usize {
-    Orientation::ALL.iter().position(|x| *x == o).unwrap_or(0)
-}
-
-fn size_index(s: SizeClass) -> usize {
-    SizeClass::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
 /// What a query found, before it is turned into JSON.
@@ -911,121 +747,4 @@ impl Filter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn doc(i: usize, uploader: &str, terms: &[(&str, f32)]) -> Doc {
-        Doc {
-            id: format!("p{i}"),
-            seq: i as i64,
-            created_ms: 1000 * i as i64,
-            status: Status::Published,
-            uploader: Some(uploader.into()),
-            width: if i.is_multiple_of(2) { 1920 } else { 800 },
-            height: 1080,
-            quality: Some(i as f32 / 10.0),
-            terms: terms
-                .iter()
-                .map(|(t, s)| (t.to_string(), *s, TermKind::Concept))
-                .collect(),
-        }
-    }
-
-    fn unit(i: usize) -> Vec<f32> {
-        let mut v = vec![0.05; 8];
-        v[i % 8] = 1.0;
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
-
-    fn query(pairs: &[(&str, &str)]) -> Query {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Query::parse(&pairs).unwrap()
-    }
-
-    fn ids(page: &Page) -> Vec<&str> {
-        page.results.iter().map(|h| h.id.as_str()).collect()
-    }
-
-    #[test]
-    fn listings_facets_cursors_and_filtered_vectors_agree() {
-        let mut c = Catalogue::new(None);
-        for i in 1..=6 {
-            let who = if i <= 3 { "ann" } else { "bo" };
-            c.upsert(&doc(i, who, &[("sky", 0.9), ("sea", 0.1 * i as f32)]));
-            c.upsert_vector(&format!("p{i}"), "m", &unit(i)).unwrap();
-        }
-        // Newest first; the kept counts (no filter) equal counting them.
-        let all = c.search(&query(&[]), None, None).unwrap();
-        assert_eq!(ids(&all), ["p6", "p5", "p4", "p3", "p2", "p1"]);
-        let counted = c
-            .search(&query(&[("from", "0")]), None, None)
-            .unwrap()
-            .facets;
-        assert_eq!(all.facets, counted);
-        assert_eq!(
-            all.facets.concepts,
-            [("sea".to_string(), 6), ("sky".to_string(), 6)]
-        );
-        // Best quality first, two at a time, to the end.
-        let q = query(&[("sort", "quality"), ("limit", "4")]);
-        let first = c.search(&q, None, None).unwrap();
-        let mut q2 = q.clone();
-        q2.cursor = first.next_cursor.clone();
-        let second = c.search(&q2, None, None).unwrap();
-        assert_eq!(
-            [ids(&first), ids(&second)].concat(),
-            ["p6", "p5", "p4", "p3", "p2", "p1"]
-        );
-        assert!(second.next_cursor.is_none());
-        // Similar to p1's vector, only bo's photos, p1 itself left out.
-        let v = c.vector_of("p1").unwrap().to_vec();
-        let similar = VectorSearch {
-            vector: &v,
-            exclude: Some("p1"),
-            depth: 10,
-            ef: 16,
-        };
-        let page = c
-            .search(
-                &query(&[("uploader", "bo"), ("minScore", "0")]),
-                None,
-                Some(similar),
-            )
-            .unwrap();
-        assert_eq!(page.total, 3);
-        assert!(ids(&page).iter().all(|id| ["p4", "p5", "p6"].contains(id)));
-        // Gone, then back with another vector: found under the new one.
-        assert!(c.remove("p4"));
-        c.upsert(&doc(4, "bo", &[("sky", 0.9)]));
-        c.upsert_vector("p4", "m", &unit(1)).unwrap();
-        let page = c
-            .search(
-                &query(&[("uploader", "bo"), ("minScore", "0.9")]),
-                None,
-                Some(similar),
-            )
-            .unwrap();
-        assert_eq!(ids(&page), ["p4"]);
-        // A snapshot round trip keeps all of it.
-        let mut bytes = Vec::new();
-        crate::snapshot::write(&c, "log", &mut bytes).unwrap();
-        let (back, log) = crate::snapshot::read(&mut &bytes[..]).unwrap();
-        assert_eq!(log, "log");
-        let again = back
-            .search(
-                &query(&[("uploader", "bo"), ("minScore", "0.9")]),
-                None,
-                Some(similar),
-            )
-            .unwrap();
-        assert_eq!(ids(&again), ["p4"]);
-        assert_eq!(
-            back.search(&query(&[]), None, None).unwrap(),
-            c.search(&query(&[]), None, None).unwrap()
-        );
-    }
-}
+mod tests;

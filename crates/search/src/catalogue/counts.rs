@@ -1,0 +1,56 @@
+//! Counts over a set of photos: the facets of a query, and the per-status
+//! counts the catalogue keeps as photos come and go.
+
+use crate::query::{Orientation, SizeClass};
+
+use super::Entry;
+
+/// Counts over a set of photos.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Counts {
+    pub(crate) photos: u64,
+    /// By concept term id (grown on demand).
+    pub(crate) concepts: Vec<u64>,
+    pub(crate) orientation: [u64; 5],
+    pub(crate) size: [u64; 3],
+}
+
+impl Counts {
+    pub(crate) fn add(&mut self, e: &Entry, sign: i64) {
+        let bump = |n: &mut u64| *n = n.wrapping_add_signed(sign);
+        bump(&mut self.photos);
+        for t in e.concepts() {
+            let t = t.0 as usize;
+            if self.concepts.len() <= t {
+                self.concepts.resize(t + 1, 0);
+            }
+            bump(&mut self.concepts[t]);
+        }
+        bump(&mut self.orientation[orientation_index(e.orientation())]);
+        bump(&mut self.size[size_index(e.size())]);
+    }
+
+    pub(crate) fn merge(&mut self, other: &Counts) {
+        self.photos += other.photos;
+        if self.concepts.len() < other.concepts.len() {
+            self.concepts.resize(other.concepts.len(), 0);
+        }
+        for (a, b) in self.concepts.iter_mut().zip(&other.concepts) {
+            *a += b;
+        }
+        for i in 0..5 {
+            self.orientation[i] += other.orientation[i];
+        }
+        for i in 0..3 {
+            self.size[i] += other.size[i];
+        }
+    }
+}
+
+fn orientation_index(o: Orientation) -> usize {
+    Orientation::ALL.iter().position(|x| *x == o).unwrap_or(0)
+}
+
+fn size_index(s: SizeClass) -> usize {
+    SizeClass::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}

@@ -1,0 +1,116 @@
+use super::*;
+
+fn doc(i: usize, uploader: &str, terms: &[(&str, f32)]) -> Doc {
+    Doc {
+        id: format!("p{i}"),
+        seq: i as i64,
+        created_ms: 1000 * i as i64,
+        status: Status::Published,
+        uploader: Some(uploader.into()),
+        width: if i.is_multiple_of(2) { 1920 } else { 800 },
+        height: 1080,
+        quality: Some(i as f32 / 10.0),
+        terms: terms
+            .iter()
+            .map(|(t, s)| (t.to_string(), *s, TermKind::Concept))
+            .collect(),
+    }
+}
+
+fn unit(i: usize) -> Vec<f32> {
+    let mut v = vec![0.05; 8];
+    v[i % 8] = 1.0;
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+fn query(pairs: &[(&str, &str)]) -> Query {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Query::parse(&pairs).unwrap()
+}
+
+fn ids(page: &Page) -> Vec<&str> {
+    page.results.iter().map(|h| h.id.as_str()).collect()
+}
+
+#[test]
+fn listings_facets_cursors_and_filtered_vectors_agree() {
+    let mut c = Catalogue::new(None);
+    for i in 1..=6 {
+        let who = if i <= 3 { "ann" } else { "bo" };
+        c.upsert(&doc(i, who, &[("sky", 0.9), ("sea", 0.1 * i as f32)]));
+        c.upsert_vector(&format!("p{i}"), "m", &unit(i)).unwrap();
+    }
+    // Newest first; the kept counts (no filter) equal counting them.
+    let all = c.search(&query(&[]), None, None).unwrap();
+    assert_eq!(ids(&all), ["p6", "p5", "p4", "p3", "p2", "p1"]);
+    let counted = c
+        .search(&query(&[("from", "0")]), None, None)
+        .unwrap()
+        .facets;
+    assert_eq!(all.facets, counted);
+    assert_eq!(
+        all.facets.concepts,
+        [("sea".to_string(), 6), ("sky".to_string(), 6)]
+    );
+    // Best quality first, two at a time, to the end.
+    let q = query(&[("sort", "quality"), ("limit", "4")]);
+    let first = c.search(&q, None, None).unwrap();
+    let mut q2 = q.clone();
+    q2.cursor = first.next_cursor.clone();
+    let second = c.search(&q2, None, None).unwrap();
+    assert_eq!(
+        [ids(&first), ids(&second)].concat(),
+        ["p6", "p5", "p4", "p3", "p2", "p1"]
+    );
+    assert!(second.next_cursor.is_none());
+    // Similar to p1's vector, only bo's photos, p1 itself left out.
+    let v = c.vector_of("p1").unwrap().to_vec();
+    let similar = VectorSearch {
+        vector: &v,
+        exclude: Some("p1"),
+        depth: 10,
+        ef: 16,
+    };
+    let page = c
+        .search(
+            &query(&[("uploader", "bo"), ("minScore", "0")]),
+            None,
+            Some(similar),
+        )
+        .unwrap();
+    assert_eq!(page.total, 3);
+    assert!(ids(&page).iter().all(|id| ["p4", "p5", "p6"].contains(id)));
+    // Gone, then back with another vector: found under the new one.
+    assert!(c.remove("p4"));
+    c.upsert(&doc(4, "bo", &[("sky", 0.9)]));
+    c.upsert_vector("p4", "m", &unit(1)).unwrap();
+    let page = c
+        .search(
+            &query(&[("uploader", "bo"), ("minScore", "0.9")]),
+            None,
+            Some(similar),
+        )
+        .unwrap();
+    assert_eq!(ids(&page), ["p4"]);
+    // A snapshot round trip keeps all of it.
+    let mut bytes = Vec::new();
+    crate::snapshot::write(&c, "log", &mut bytes).unwrap();
+    let (back, log) = crate::snapshot::read(&mut &bytes[..]).unwrap();
+    assert_eq!(log, "log");
+    let again = back
+        .search(
+            &query(&[("uploader", "bo"), ("minScore", "0.9")]),
+            None,
+            Some(similar),
+        )
+        .unwrap();
+    assert_eq!(ids(&again), ["p4"]);
+    assert_eq!(
+        back.search(&query(&[]), None, None).unwrap(),
+        c.search(&query(&[]), None, None).unwrap()
+    );
+}
