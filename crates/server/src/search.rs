@@ -54,6 +54,10 @@ pub struct SearchFacets {
     pub concepts: Vec<(String, u64)>,
     pub orientation: BTreeMap<&'static str, u64>,
     pub size: BTreeMap<&'static str, u64>,
+    /// Present when the counts are estimated: taken over this many of the
+    /// matches (an even sample, past 20,000 matches) and scaled to `total`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -246,6 +250,7 @@ fn respond(
             concepts: page.facets.concepts,
             orientation: page.facets.orientation.into_iter().collect(),
             size: page.facets.size.into_iter().collect(),
+            sample: page.facets.sample,
         },
         next_cursor: page.next_cursor,
         query: QueryEcho {

@@ -30,6 +30,20 @@ impl Counts {
         bump(&mut self.size[size_index(e.size())]);
     }
 
+    /// Counts taken over a sample, scaled to `total` photos (rounded; the
+    /// photo count becomes `total` exactly).
+    pub(crate) fn scale_to(&mut self, total: u64) {
+        if self.photos == 0 {
+            return;
+        }
+        let factor = total as f64 / self.photos as f64;
+        let scale = |n: &mut u64| *n = (*n as f64 * factor).round() as u64;
+        self.concepts.iter_mut().for_each(scale);
+        self.orientation.iter_mut().for_each(scale);
+        self.size.iter_mut().for_each(scale);
+        self.photos = total;
+    }
+
     pub(crate) fn merge(&mut self, other: &Counts) {
         self.photos += other.photos;
         if self.concepts.len() < other.concepts.len() {

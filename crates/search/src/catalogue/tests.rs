@@ -114,3 +114,50 @@ fn listings_facets_cursors_and_filtered_vectors_agree() {
         c.search(&query(&[]), None, None).unwrap()
     );
 }
+
+#[test]
+fn facets_past_the_sample_size_are_estimated_and_the_total_stays_exact() {
+    let mut c = Catalogue::new(None);
+    let n = 2 * FACET_SAMPLE + 1_000;
+    for i in 1..=n {
+        // Every photo is sky; one in 4 also sea; one in 2 is widescreen.
+        let terms: &[(&str, f32)] = if i.is_multiple_of(4) {
+            &[("sky", 0.9), ("sea", 0.5)]
+        } else {
+            &[("sky", 0.9)]
+        };
+        c.upsert(&doc(i, "ann", terms));
+    }
+    // A filter beyond the status: the facets are counted, over a sample.
+    let page = c.search(&query(&[("from", "0")]), None, None).unwrap();
+    assert_eq!(page.total, n as u64);
+    let sample = page.facets.sample.expect("counted over a sample");
+    assert!(sample <= FACET_SAMPLE as u64 && sample > FACET_SAMPLE as u64 / 2);
+    let count = |name: &str| {
+        page.facets
+            .concepts
+            .iter()
+            .find(|c| c.0 == name)
+            .map_or(0, |c| c.1)
+    };
+    assert_eq!(count("sky"), n as u64);
+    let sea = count("sea") as f64 / (n / 4) as f64;
+    assert!(
+        (0.97..1.03).contains(&sea),
+        "sea estimated at {sea} of the truth"
+    );
+    let wide = page
+        .facets
+        .orientation
+        .iter()
+        .find(|o| o.0 == "widescreen")
+        .unwrap()
+        .1;
+    assert!((wide as f64 / (n / 2) as f64 - 1.0).abs() < 0.03);
+    // A narrower query is counted exactly.
+    let few = c
+        .search(&query(&[("from", "0"), ("to", "5000000")]), None, None)
+        .unwrap();
+    assert_eq!(few.facets.sample, None);
+    assert_eq!(few.total, 4_999);
+}
