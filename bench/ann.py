@@ -86,6 +86,8 @@ def peers(folder, sizes):
             index.hnsw.efSearch = ef
             measure(f"FAISS HNSW M=16 ef={ef}",
                     lambda q: index.search(q[None, :], K)[1][0].tolist(), build, mib)
+        del index  # at a million vectors, two indexes side by side would not fit in 24 GiB
+
 
         t = time.perf_counter()
         u = usearch.index.Index(ndim=DIMS, metric="ip", dtype="f32", connectivity=16,

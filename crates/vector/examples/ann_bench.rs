@@ -16,9 +16,10 @@
 //!
 //! With `--dump DIR` it also writes each size's vectors and queries
 //! (`base-<size>.f32`, `queries-<size>.f32`: little-endian float32, row
-//! after row) for `bench/ann.py` to put FAISS and usearch on the same data.
+//! after row) for `bench/ann.py` to put FAISS and usearch on the same data,
+//! and the graph it built (`hnsw-<size>.bin`, `Hnsw::write`'s format).
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use vector::{Hnsw, Params, SplitMix};
@@ -146,12 +147,12 @@ fn main() {
 
         if let Some(dir) = &dump {
             for (name, rows) in [("base", &data), ("queries", &queries)] {
-                let bytes: Vec<u8> = rows
-                    .iter()
-                    .flatten()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect();
-                std::fs::write(dir.join(format!("{name}-{size}.f32")), bytes).expect("dumped");
+                let path = dir.join(format!("{name}-{size}.f32"));
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("dumped"));
+                for v in rows.iter().flatten() {
+                    w.write_all(&v.to_le_bytes()).expect("dumped");
+                }
+                w.flush().expect("dumped");
             }
         }
         let started = Instant::now();
@@ -160,6 +161,15 @@ fn main() {
             index.insert(v).unwrap();
         }
         let build = started.elapsed().as_secs_f64();
+        drop(data);
+        if let Some(dir) = &dump {
+            // The graph itself, for examples that serve it (search's scale
+            // example puts it behind a catalogue of a million photos).
+            let path = dir.join(format!("hnsw-{size}.bin"));
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("dumped"));
+            index.write(&mut w).expect("dumped");
+            w.flush().expect("dumped");
+        }
 
         let exact: Vec<Vec<u32>> = queries
             .iter()

@@ -61,6 +61,8 @@ impl Default for Params {
 pub enum VectorError {
     #[error("a vector has {found} values; the index holds {expected}")]
     Dimensions { expected: usize, found: usize },
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 /// A scored node: similarity, then node (so ties order the same way every time).

@@ -39,6 +39,39 @@ impl PhotoIndex {
         }
     }
 
+    /// An index over a graph built elsewhere: node `i` is photo `ids[i]`
+    /// (every node live). For benchmarks that build one graph and put it
+    /// behind several front ends; the ids must be distinct.
+    pub fn from_graph(
+        model: &str,
+        hnsw: Hnsw,
+        ids: Vec<String>,
+    ) -> Result<PhotoIndex, VectorError> {
+        if ids.len() != hnsw.nodes() {
+            return Err(VectorError::Mismatch(format!(
+                "{} ids for a graph of {} nodes",
+                ids.len(),
+                hnsw.nodes()
+            )));
+        }
+        let by_id: HashMap<String, u32> = ids
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| !hnsw.is_deleted(*n as u32))
+            .map(|(n, id)| (id.clone(), n as u32))
+            .collect();
+        if by_id.len() != hnsw.len() {
+            return Err(VectorError::Mismatch("the ids are not distinct".into()));
+        }
+        Ok(PhotoIndex {
+            model: model.to_string(),
+            last_seq: 0,
+            hnsw,
+            ids,
+            by_id,
+        })
+    }
+
     /// Photos in the index.
     pub fn len(&self) -> usize {
         self.by_id.len()
