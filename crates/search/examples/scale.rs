@@ -16,6 +16,15 @@
 //! queries on one core, each beside the same query answered by SQLite FTS5
 //! (a `MATCH` on the same terms, the status filter, a page of 20 by score
 //! and the total; no facets, which the catalogue also computes).
+//!
+//! For `bench/search_http.py`, which measures the same catalogue over HTTP:
+//! `--graph FILE` puts a similar-photo graph built elsewhere behind the
+//! documents (bench/ann.py's `hnsw-<N>.bin`: real stock-photo embeddings
+//! and blends of them; node `i` becomes photo `i`), and `--for-server`
+//! leaves the snapshot where `darkroom serve` on `--db` looks for it
+//! (`<db dir>/index/search-efficientnet-lite0.snapshot`), stamped with that
+//! database's event log and its head, so the server loads it and follows
+//! the log from there.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +41,8 @@ struct Args {
     runs: usize,
     peer: bool,
     lexicon: std::path::PathBuf,
+    graph: Option<std::path::PathBuf>,
+    for_server: bool,
 }
 
 fn args() -> Args {
@@ -42,6 +53,8 @@ fn args() -> Args {
         runs: 200,
         peer: true,
         lexicon: "var/models/efficientnet-lite0/lexicon.tsv".into(),
+        graph: None,
+        for_server: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,8 +65,11 @@ fn args() -> Args {
             "--vectors" => a.vectors = true,
             "--runs" => a.runs = it.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "--no-peer" => a.peer = false,
+            "--graph" => a.graph = Some(it.next().expect("--graph FILE").into()),
+            "--for-server" => a.for_server = true,
             _ => panic!(
-                "usage: scale [--db PATH] [--photos N] [--vectors] [--runs N] [--no-peer] [--lexicon PATH]"
+                "usage: scale [--db PATH] [--photos N] [--vectors | --graph FILE] [--runs N] [--no-peer] \
+                 [--lexicon PATH] [--for-server]"
             ),
         }
     }
@@ -245,16 +261,53 @@ fn main() {
         fts_bytes as f64 / (1 << 20) as f64,
         vector_bytes as f64 / 1024.0 / args.photos as f64
     );
-    let path = std::env::temp_dir().join(format!("darkroom-scale-{}.snapshot", std::process::id()));
+    if let Some(file) = &args.graph {
+        let t = Instant::now();
+        let mut r = std::io::BufReader::new(std::fs::File::open(file).expect("the graph file"));
+        let graph = vector::Hnsw::read(&mut r).expect("a graph Hnsw::write wrote");
+        let ids = (0..graph.nodes())
+            .map(|i| format!("{:064x}", i as u64 * 0x9E37_79B9 + 1))
+            .collect();
+        let index = PhotoIndex::from_graph("efficientnet-lite0", graph, ids)
+            .expect("one node per photo: build the graph at --photos");
+        assert_eq!(index.len(), args.photos, "the graph has another size");
+        catalogue.set_vectors(Some(index));
+        println!(
+            "vectors: the graph in {} ({} nodes) read in {:.1} s",
+            file.display(),
+            args.photos,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let (path, log) = if args.for_server {
+        let log = pipeline::EventLog::Store(store.clone());
+        catalogue.last_seq = runtime.block_on(log.head()).unwrap();
+        let database = MetadataConfig::Sqlite {
+            path: args.db.clone(),
+        }
+        .identity();
+        let dir = args.db.parent().unwrap_or(std::path::Path::new("."));
+        (
+            dir.join("index/search-efficientnet-lite0.snapshot"),
+            search::index::log_identity(&log, &database),
+        )
+    } else {
+        let name = format!("darkroom-scale-{}.snapshot", std::process::id());
+        (std::env::temp_dir().join(name), "scale".to_string())
+    };
     let t = Instant::now();
-    let size = search::snapshot::save(&catalogue, "scale", &path).unwrap();
+    let size = search::snapshot::save(&catalogue, &log, &path).unwrap();
     let wrote = t.elapsed();
     let t = Instant::now();
     let (loaded, _) = search::snapshot::load(&path).unwrap().unwrap();
     let read = t.elapsed();
     assert_eq!(loaded.len(), catalogue.len());
     drop(loaded);
-    let _ = std::fs::remove_file(&path);
+    if args.for_server {
+        println!("snapshot left for `darkroom serve` at {}", path.display());
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
     println!(
         "snapshot: {:.0} MiB ({:.2} KiB/photo), written in {:.1} s, loaded in {:.1} s (a new replica's start)",
         size as f64 / (1 << 20) as f64,
