@@ -130,6 +130,16 @@ pub enum EventKind {
     /// A version became the one served.
     #[serde(rename = "concept.activated", rename_all = "camelCase")]
     ConceptActivated { concept: String, version: u32 },
+    /// The active version has scored every stored embedding: its scores
+    /// (`GET /v1/photos/{id}`'s `conceptScores`) now cover the catalogue,
+    /// and search takes them in.
+    #[serde(rename = "concept.backfilled", rename_all = "camelCase")]
+    ConceptBackfilled {
+        concept: String,
+        version: u32,
+        photos: u64,
+        tagged: u64,
+    },
     #[serde(rename = "concept.deleted", rename_all = "camelCase")]
     ConceptDeleted { concept: String },
 }
@@ -154,6 +164,7 @@ impl EventKind {
             EventKind::ConceptTraining { .. } => "concept.training",
             EventKind::ConceptTrained { .. } => "concept.trained",
             EventKind::ConceptActivated { .. } => "concept.activated",
+            EventKind::ConceptBackfilled { .. } => "concept.backfilled",
             EventKind::ConceptDeleted { .. } => "concept.deleted",
         }
     }

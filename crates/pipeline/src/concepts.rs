@@ -593,15 +593,28 @@ pub(crate) async fn backfill(
         progress.cursor = last;
         scored_here += scores.len() as u64;
         body.backfill = Some(progress.clone());
-        if !store.save_concept_scores(name, &body, &scores).await? {
+        if !store.save_concept_scores(name, &body, &scores, &[]).await? {
             return Ok(());
         }
     }
     progress.finished = true;
     let seconds = started.elapsed().as_secs_f64();
     progress.photos_per_second = (seconds > 0.0).then(|| scored_here as f64 / seconds);
+    let event = Event::for_concept(
+        name,
+        &format!("{}:backfilled@{activated_at}", body.key()),
+        now_ms(),
+        EventKind::ConceptBackfilled {
+            concept: name.to_string(),
+            version,
+            photos: progress.done,
+            tagged: progress.tagged,
+        },
+    );
     body.backfill = Some(progress);
-    store.save_concept_scores(name, &body, &[]).await?;
+    store
+        .save_concept_scores(name, &body, &[], &[event])
+        .await?;
     Ok(())
 }
 

@@ -1411,7 +1411,7 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
         })
         .collect();
     assert!(s
-        .save_concept_scores("forest", &scored, &scores)
+        .save_concept_scores("forest", &scored, &scores, &[])
         .await
         .unwrap());
     assert_eq!(s.concept_score("forest", "c2").await.unwrap(), Some(0.75));
@@ -1424,7 +1424,7 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
     let mut stale = scored.clone();
     stale.version = 2;
     assert!(
-        !s.save_concept_scores("forest", &stale, &scores)
+        !s.save_concept_scores("forest", &stale, &scores, &[])
             .await
             .unwrap(),
         "v2 is not active"
@@ -1433,6 +1433,23 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
         s.concept_scores_of("c1").await.unwrap(),
         vec![("forest".to_string(), 1, 0.75)]
     );
+    // One concept's scores in upload order, a page at a time.
+    let first = s.concept_scores_page("forest", 0, 1).await.unwrap();
+    assert_eq!(
+        first,
+        vec![(page[0].0, page[0].1.clone(), 1, 0.75)],
+        "the first page"
+    );
+    let rest = s
+        .concept_scores_page("forest", first[0].0, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest, vec![(page[1].0, page[1].1.clone(), 1, 0.75)]);
+    assert!(s
+        .concept_scores_page("ocean", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Activated again: the old activation's backfill writes no more, and
     // the new one starts from nothing.
     let again = s
@@ -1445,7 +1462,7 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
         (Some(106), None)
     );
     assert!(!s
-        .save_concept_scores("forest", &scored, &scores)
+        .save_concept_scores("forest", &scored, &scores, &[])
         .await
         .unwrap());
     assert_eq!(

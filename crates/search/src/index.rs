@@ -7,9 +7,11 @@
 //! Then every event of the log after the catalogue's position names a photo
 //! to read again from the store (its record and its embedding): applying a
 //! photo's current state is idempotent, so an event seen twice, or events
-//! read out of order across photos, leave the same catalogue. A snapshot is
-//! written every `snapshot_every_s` when something changed, and at
-//! shutdown.
+//! read out of order across photos, leave the same catalogue. A finished
+//! backfill of a trained concept (`concept.backfilled`) applies that
+//! concept's scores in bulk; a deleted concept's photos are read again
+//! (see [`crate::trained`]). A snapshot is written every `snapshot_every_s`
+//! when something changed, and at shutdown.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use pipeline::{EventLog, MetaStore};
+use pipeline::{EventKind, EventLog, MetaStore};
 use tokio::sync::watch;
 use vector::{Params, PhotoIndex};
 
@@ -25,6 +27,7 @@ use crate::catalogue::{Catalogue, Doc, Page, VectorSearch};
 use crate::encoder::TermEncoder;
 use crate::query::Query;
 use crate::text::{plan, Lexicon, Reading};
+use crate::trained::{self, Trained};
 use crate::{snapshot, SearchError};
 
 /// Photos read from the store per round while building.
@@ -299,7 +302,12 @@ fn apply_one(
 }
 
 /// A photo's current state in the store: its facts and its embedding.
-async fn fetch(store: &MetaStore, id: &str, model: &str) -> Result<PhotoState, SearchError> {
+async fn fetch(
+    store: &MetaStore,
+    id: &str,
+    model: &str,
+    trained: &Trained,
+) -> Result<PhotoState, SearchError> {
     let store_err = |e: pipeline::StoreError| SearchError::Store(e.to_string());
     let Some(record) = store.get(id).await.map_err(store_err)? else {
         return Ok(None);
@@ -313,7 +321,12 @@ async fn fetch(store: &MetaStore, id: &str, model: &str) -> Result<PhotoState, S
     } else {
         None
     };
-    Ok(Some((Doc::from_record(&record), vector)))
+    let mut doc = Doc::from_record(&record);
+    if record.analysis.is_some() {
+        let scores = store.concept_scores_of(id).await.map_err(store_err)?;
+        trained::merge(&mut doc, &scores, trained);
+    }
+    Ok(Some((doc, vector)))
 }
 
 /// How far a [`build`] is.
@@ -379,6 +392,13 @@ pub async fn build(
         progress(Built::Vectors(count));
     }
     catalogue.set_vectors(vectors);
+    let trained = Trained::load(store).await?;
+    for name in trained.names() {
+        trained::refresh(store, name, &trained, |scores| {
+            catalogue.set_trained(name, scores)
+        })
+        .await?;
+    }
     catalogue.last_seq = head;
     Ok(catalogue)
 }
@@ -433,6 +453,8 @@ pub async fn run(
     }
     let warm = index.clone();
     let _ = tokio::task::spawn_blocking(move || warm.warm_encoder()).await;
+    // Read again whenever a concept is activated, backfilled or deleted.
+    let mut trained = None;
     let poll = Duration::from_millis(index.settings.poll_ms.max(10));
     let snapshot_every = Duration::from_secs(index.settings.snapshot_every_s.max(1));
     let mut last_snapshot = Instant::now();
@@ -442,7 +464,7 @@ pub async fn run(
             break;
         }
         let after = index.status().last_seq;
-        match follow_round(&index, &store, &log, after, &model).await {
+        match follow_round(&index, &store, &log, after, &model, &mut trained).await {
             Ok(n) => {
                 if failing {
                     eprintln!("darkroom search: following the event log again");
@@ -504,14 +526,16 @@ async fn load_or_build(
     Ok((catalogue, "built from the metadata store".into()))
 }
 
-/// Reads the events after `after` and applies the photos they name.
-/// Returns how many events were read.
+/// Reads the events after `after` and applies the photos they name, and
+/// trained concepts' finished backfills and deletions. Returns how many
+/// events were read.
 async fn follow_round(
     index: &SearchIndex,
     store: &MetaStore,
     log: &EventLog,
     after: u64,
     model: &str,
+    trained: &mut Option<Trained>,
 ) -> Result<usize, SearchError> {
     let events = log
         .read(after, FOLLOW_BATCH)
@@ -520,16 +544,54 @@ async fn follow_round(
     let Some(last) = events.last().map(|e| e.seq) else {
         return Ok(0);
     };
+    if trained.is_none() {
+        *trained = Some(Trained::load(store).await?);
+    }
     let mut seen = HashSet::new();
-    let mut changes = Vec::new();
+    let mut ids = Vec::new();
     for logged in &events {
-        let id = &logged.event.photo_id;
-        if id.is_empty() || !logged.event.kind.name().starts_with("photo.") {
-            continue;
+        match &logged.event.kind {
+            EventKind::ConceptActivated { .. } => *trained = Some(Trained::load(store).await?),
+            EventKind::ConceptBackfilled { concept, .. } => {
+                let current = Trained::load(store).await?;
+                let changed = trained::refresh(store, concept, &current, |scores| {
+                    index
+                        .write()
+                        .as_mut()
+                        .map_or(0, |c| c.set_trained(concept, scores))
+                })
+                .await?;
+                eprintln!(
+                    "darkroom search: {concept}'s backfilled scores changed {changed} photos"
+                );
+                *trained = Some(current);
+            }
+            EventKind::ConceptDeleted { concept } => {
+                *trained = Some(Trained::load(store).await?);
+                // Its photos are read again: their analyses may still name it.
+                let holders = index
+                    .read()
+                    .as_ref()
+                    .map(|c| c.concept_holders(concept))
+                    .unwrap_or_default();
+                ids.extend(holders.into_iter().filter(|id| seen.insert(id.clone())));
+            }
+            _ => {
+                let id = &logged.event.photo_id;
+                if !id.is_empty()
+                    && logged.event.kind.name().starts_with("photo.")
+                    && seen.insert(id.clone())
+                {
+                    ids.push(id.clone());
+                }
+            }
         }
-        if seen.insert(id.clone()) {
-            changes.push((id.clone(), fetch(store, id, model).await?));
-        }
+    }
+    let trained = trained.as_ref().expect("loaded above");
+    let mut changes = Vec::with_capacity(ids.len());
+    for id in ids {
+        let state = fetch(store, &id, model, trained).await?;
+        changes.push((id, state));
     }
     index.apply(changes, last);
     Ok(events.len())

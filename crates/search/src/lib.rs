@@ -14,6 +14,7 @@
 //!   replica) loads it instead of rebuilding it.
 //! - [`index`]: [`SearchIndex`], the catalogue kept current from the event
 //!   log, built from the metadata store when there is no snapshot.
+//! - [`trained`]: trained concepts' backfilled scores, taken in.
 
 pub mod catalogue;
 pub mod doc;
@@ -22,6 +23,7 @@ pub mod index;
 pub mod query;
 pub mod snapshot;
 pub mod text;
+pub mod trained;
 
 pub use catalogue::{Catalogue, Doc, Facets, Hit, Page, TermKind, VectorSearch};
 pub use encoder::{TermEncoder, TextEncoder};

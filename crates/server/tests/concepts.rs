@@ -285,9 +285,64 @@ async fn concepts_over_http(a: Server, b: Server) {
         "{photo}"
     );
 
+    // Search takes the backfilled scores in, on both servers: the photos
+    // analysed before the concept existed are found by it.
+    let tagged = backfill["tagged"].as_u64().unwrap();
+    let every = "status=published,needs_review,rejected";
+    for server in [&a, &b] {
+        let found = eventually(
+            "searchable by the concept",
+            Duration::from_secs(30),
+            async || {
+                let (_, page) = request(
+                    server,
+                    "GET",
+                    &format!("/v1/search?concept=greenery&{every}&limit=100"),
+                    None,
+                )
+                .await;
+                (page["total"].as_u64() == Some(tagged)).then_some(page)
+            },
+        )
+        .await;
+        assert!(
+            found["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"] == json!(flower_id)),
+            "{found}"
+        );
+        let (_, text) = request(
+            server,
+            "GET",
+            &format!("/v1/search?q=greenery&{every}"),
+            None,
+        )
+        .await;
+        assert_eq!(text["total"].as_u64(), Some(tagged), "{text}");
+    }
+
     // Deleted: withdrawn from every server.
     let (status, _) = request(&a, "DELETE", "/v1/concepts/greenery", None).await;
     assert_eq!(status, 204);
+    for server in [&a, &b] {
+        eventually(
+            "the concept gone from search",
+            Duration::from_secs(30),
+            async || {
+                let (_, page) = request(
+                    server,
+                    "GET",
+                    &format!("/v1/search?concept=greenery&{every}"),
+                    None,
+                )
+                .await;
+                (page["total"].as_u64() == Some(0)).then_some(())
+            },
+        )
+        .await;
+    }
     eventually(
         "the concept withdrawn",
         Duration::from_secs(15),

@@ -209,16 +209,29 @@ impl MetaStore {
     }
 
     /// Writes a page of backfilled scores with the version's new state
-    /// (its cursor), one transaction. False, writing nothing, when the
-    /// version is no longer the active one, or was activated again since
-    /// (`version.activated_at` differs), or deleted.
+    /// (its cursor) and `events`, one transaction. False, writing nothing,
+    /// when the version is no longer the active one, or was activated
+    /// again since (`version.activated_at` differs), or deleted.
     pub async fn save_concept_scores(
         &self,
         name: &str,
         version: &ConceptVersion,
         scores: &[ConceptScore],
+        events: &[Event],
     ) -> StoreResult<bool> {
-        dispatch!(self, s => s.save_concept_scores(name, version, scores).await)
+        dispatch!(self, s => s.save_concept_scores(name, version, scores, events).await)
+    }
+
+    /// One concept's backfilled scores with `photo_seq > after`, in upload
+    /// order: `(photo seq, photo id, version, score)`. What search reads
+    /// when a backfill finishes.
+    pub async fn concept_scores_page(
+        &self,
+        name: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String, u32, f32)>> {
+        dispatch!(self, s => s.concept_scores_page(name, after, limit).await)
     }
 
     /// Every backfilled score of a photo: `(concept, version, score)`.

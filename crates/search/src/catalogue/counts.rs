@@ -30,6 +30,15 @@ impl Counts {
         bump(&mut self.size[size_index(e.size())]);
     }
 
+    /// One photo more (`sign` 1) or fewer (-1) holding the concept `term`.
+    pub(crate) fn bump_concept(&mut self, term: u32, sign: i64) {
+        let t = term as usize;
+        if self.concepts.len() <= t {
+            self.concepts.resize(t + 1, 0);
+        }
+        self.concepts[t] = self.concepts[t].wrapping_add_signed(sign);
+    }
+
     /// Counts taken over a sample, scaled to `total` photos (rounded; the
     /// photo count becomes `total` exactly).
     pub(crate) fn scale_to(&mut self, total: u64) {

@@ -18,6 +18,7 @@ use crate::SearchError;
 use counts::Counts;
 
 mod counts;
+mod trained;
 
 /// Concepts listed per result.
 pub const RESULT_CONCEPTS: usize = 10;

@@ -161,3 +161,67 @@ fn facets_past_the_sample_size_are_estimated_and_the_total_stays_exact() {
     assert_eq!(few.facets.sample, None);
     assert_eq!(few.total, 4_999);
 }
+
+#[test]
+fn backfilled_scores_in_bulk_equal_the_same_scores_merged_per_photo() {
+    use crate::trained::{merge, Trained};
+    let docs: Vec<Doc> = (1..=40)
+        .map(|i| {
+            let mut d = doc(i, "ann", &[("sky", 0.9), ("sunset", 0.3 + 0.01 * i as f32)]);
+            if i.is_multiple_of(5) {
+                d.terms.push(("sunset".into(), 1.0, TermKind::Keyword));
+                d.terms.remove(1);
+            }
+            d
+        })
+        .collect();
+    // Version 2 is active with threshold 0.5; a few photos were scored by
+    // version 1 only (not the truth any more), the rest by version 2.
+    let trained = Trained::from_active([("sunset".to_string(), (2, 0.5))]);
+    let score = |i: usize| {
+        (
+            if i.is_multiple_of(7) { 1 } else { 2 },
+            (i as f32 * 0.37) % 1.0,
+        )
+    };
+    let mut bulk = Catalogue::new(None);
+    let mut merged = Catalogue::new(None);
+    for (i, d) in docs.iter().enumerate().map(|(i, d)| (i + 1, d)) {
+        bulk.upsert(d);
+        let mut d = d.clone();
+        let (version, s) = score(i);
+        merge(&mut d, &[("sunset".into(), version, s)], &trained);
+        merged.upsert(&d);
+    }
+    let verdicts: Vec<(String, Option<f32>)> = (1..=40)
+        .filter(|&i| score(i).0 == 2)
+        .map(|i| (format!("p{i}"), Some(score(i).1).filter(|s| *s >= 0.5)))
+        .chain([("not-here".to_string(), Some(0.9))])
+        .collect();
+    assert!(bulk.set_trained("sunset", &verdicts) > 0);
+    assert_eq!(bulk.set_trained("sunset", &verdicts), 0, "idempotent");
+    for pairs in [
+        vec![],
+        vec![("concept", "sunset")],
+        vec![("q", "sunset")],
+        vec![("q", "sunset"), ("limit", "100")],
+        vec![("from", "0")],
+    ] {
+        let q = query(&pairs);
+        let plan = (!q.text.is_empty()).then(|| {
+            crate::text::plan(&q.text, &bulk, &crate::text::Lexicon::empty(), None)
+                .unwrap()
+                .0
+        });
+        assert_eq!(
+            bulk.search(&q, plan.as_ref(), None).unwrap(),
+            merged.search(&q, plan.as_ref(), None).unwrap(),
+            "{pairs:?}"
+        );
+    }
+    let holders = bulk.concept_holders("sunset");
+    assert!(
+        !holders.is_empty() && !holders.contains(&"p5".to_string()),
+        "a kept keyword is no concept"
+    );
+}

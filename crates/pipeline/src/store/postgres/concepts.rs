@@ -457,9 +457,10 @@ impl PgStore {
         name: &str,
         version: &ConceptVersion,
         scores: &[ConceptScore],
+        events: &[Event],
     ) -> StoreResult<bool> {
         let mut lease = self.acquire().await?;
-        let Conn { client, .. } = lease.conn();
+        let Conn { client, statements } = lease.conn();
         let tx = client.transaction().await.map_err(pg_error)?;
         // Locks the concept's row: an activation or a delete waits for
         // this page. Still the active version, and still the activation
@@ -496,8 +497,37 @@ impl PgStore {
         )
         .await
         .map_err(pg_error)?;
+        append_in(statements, &tx, events).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(true)
+    }
+
+    pub async fn concept_scores_page(
+        &self,
+        name: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String, u32, f32)>> {
+        let mut lease = self.acquire().await?;
+        let Conn { client, .. } = lease.conn();
+        let rows = client
+            .query(
+                "SELECT photo_seq, photo_id, version, score FROM concept_scores \
+                 WHERE name = $1 AND photo_seq > $2 ORDER BY photo_seq LIMIT $3",
+                &[&name, &after, &(limit as i64)],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<_, i64>(0).map_err(pg_error)?,
+                    r.try_get::<_, String>(1).map_err(pg_error)?,
+                    r.try_get::<_, i32>(2).map_err(pg_error)? as u32,
+                    r.try_get::<_, f32>(3).map_err(pg_error)?,
+                ))
+            })
+            .collect()
     }
 
     pub async fn concept_scores_of(&self, photo_id: &str) -> StoreResult<Vec<(String, u32, f32)>> {

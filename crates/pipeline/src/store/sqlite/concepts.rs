@@ -452,8 +452,10 @@ impl SqliteStore {
         name: &str,
         version: &ConceptVersion,
         scores: &[ConceptScore],
+        events: &[Event],
     ) -> StoreResult<bool> {
         let (name, body, scores) = (name.to_string(), version.clone(), scores.to_vec());
+        let events = events.to_vec();
         self.write(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -498,8 +500,37 @@ impl SqliteStore {
                 params![name, body.version, to_json(&body)?],
             )
             .map_err(db_err)?;
+            insert_events(&tx, &events)?;
             tx.commit().map_err(db_err)?;
             Ok(true)
+        })
+        .await
+    }
+
+    pub async fn concept_scores_page(
+        &self,
+        name: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String, u32, f32)>> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT photo_seq, photo_id, version, score FROM concept_scores \
+                 WHERE name = ?1 AND photo_seq > ?2 ORDER BY photo_seq LIMIT ?3",
+            )
+            .map_err(db_err)?
+            .query_map(params![name, after, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u32,
+                    r.get::<_, f64>(3)? as f32,
+                ))
+            })
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)
         })
         .await
     }
