@@ -11,6 +11,7 @@ use learn::Metrics;
 
 use crate::analysis::StoredEmbedding;
 use crate::concept::VersionStatus;
+use crate::feedback::Signal;
 use crate::job::JobKind;
 use crate::photo::{Original, Status, Submission};
 use crate::rules::{Decision, Reason};
@@ -142,6 +143,10 @@ pub enum EventKind {
     },
     #[serde(rename = "concept.deleted", rename_all = "camelCase")]
     ConceptDeleted { concept: String },
+    /// A user's signal on the photo (`photoId`); the last one per user and
+    /// photo is the one that counts.
+    #[serde(rename = "feedback.given", rename_all = "camelCase")]
+    FeedbackGiven { user: String, signal: Signal },
 }
 
 impl EventKind {
@@ -166,6 +171,7 @@ impl EventKind {
             EventKind::ConceptActivated { .. } => "concept.activated",
             EventKind::ConceptBackfilled { .. } => "concept.backfilled",
             EventKind::ConceptDeleted { .. } => "concept.deleted",
+            EventKind::FeedbackGiven { .. } => "feedback.given",
         }
     }
 }
@@ -212,6 +218,23 @@ impl Event {
             at_ms,
             photo_id: String::new(),
             kind,
+        }
+    }
+
+    /// `feedback.given`: the id names the user, the photo and the time, so
+    /// the same signal given again later is an event of its own.
+    pub fn for_feedback(feedback: &crate::feedback::Feedback) -> Event {
+        Event {
+            id: format!(
+                "feedback:{}:{}:{}",
+                feedback.user, feedback.photo_id, feedback.at_ms
+            ),
+            at_ms: feedback.at_ms,
+            photo_id: feedback.photo_id.clone(),
+            kind: EventKind::FeedbackGiven {
+                user: feedback.user.clone(),
+                signal: feedback.signal,
+            },
         }
     }
 

@@ -11,6 +11,7 @@
 //!   and what serving one takes.
 //! - [`rules`]: the review rules, pure and deterministic.
 //! - [`event`]: the typed events every change emits.
+//! - [`feedback`]: people's signals on photos (like, dislike, pick, skip).
 //! - [`job`]: jobs, the retry policy and dead letters.
 //! - [`stage`]: the [`stage::Analyze`] seam between the pipeline and the
 //!   model runtime.
@@ -18,6 +19,7 @@
 pub mod analysis;
 pub mod concept;
 pub mod event;
+pub mod feedback;
 pub mod job;
 pub mod photo;
 pub mod rules;

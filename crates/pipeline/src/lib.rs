@@ -29,7 +29,7 @@ pub mod worker;
 // The photo, event, job and rule types live in the `domain` crate (no
 // runtime, no I/O), so the lake and the reports can use them without the
 // pipeline's databases; re-exported here under their old paths.
-pub use domain::{analysis, concept, event, job, photo, rules, stage};
+pub use domain::{analysis, concept, event, feedback, job, photo, rules, stage};
 
 pub use callback::CallbackConfig;
 pub use config::{MetadataConfig, PipelineConfig, QueueConfig};

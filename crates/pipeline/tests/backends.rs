@@ -1504,6 +1504,79 @@ async fn concepts_are_versioned_served_and_deleted(b: &Backends) {
     );
 }
 
+/// People's feedback: the last signal per user and photo wins, each with
+/// its event; newest first, a page at a time; unknown photos refused.
+async fn feedback_last_signal_wins(b: &Backends) {
+    use pipeline::feedback::{Feedback, Signal};
+    for (i, id) in ["f1", "f2", "f3"].iter().enumerate() {
+        insert(b, id, 1_000 + i as i64).await;
+    }
+    let give = |user: &str, photo: &str, signal: Signal, at_ms: i64| Feedback {
+        user: user.into(),
+        photo_id: photo.into(),
+        signal,
+        at_ms,
+    };
+    let s = &b.store;
+    assert!(s
+        .give_feedback(&give("ana", "f1", Signal::Like, 10))
+        .await
+        .unwrap());
+    assert!(s
+        .give_feedback(&give("ana", "f2", Signal::Skip, 11))
+        .await
+        .unwrap());
+    assert!(s
+        .give_feedback(&give("ana", "f3", Signal::Pick, 12))
+        .await
+        .unwrap());
+    assert!(s
+        .give_feedback(&give("bo", "f1", Signal::Dislike, 13))
+        .await
+        .unwrap());
+    // Changed her mind: the row is replaced, and a new event says so.
+    assert!(s
+        .give_feedback(&give("ana", "f1", Signal::Dislike, 14))
+        .await
+        .unwrap());
+    assert!(!s
+        .give_feedback(&give("ana", "nope", Signal::Like, 15))
+        .await
+        .unwrap());
+
+    let first = s.feedback_of("ana", None, 2).await.unwrap();
+    let signals = |rows: &[(i64, Feedback)]| {
+        rows.iter()
+            .map(|(_, f)| (f.photo_id.clone(), f.signal))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        signals(&first),
+        [
+            ("f1".to_string(), Signal::Dislike),
+            ("f3".to_string(), Signal::Pick)
+        ]
+    );
+    let cursor = (first[1].1.at_ms, first[1].0);
+    let rest = s.feedback_of("ana", Some(cursor), 10).await.unwrap();
+    assert_eq!(signals(&rest), [("f2".to_string(), Signal::Skip)]);
+    assert!(s.feedback_of("cy", None, 10).await.unwrap().is_empty());
+
+    let given: Vec<(String, String)> = all_events(b)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::FeedbackGiven { user, signal } => Some((
+                format!("{user}/{}", e.photo_id),
+                signal.as_str().to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(given.len(), 5, "{given:?}");
+    assert_eq!(given[4], ("ana/f1".to_string(), "dislike".to_string()));
+}
+
 // ---------------------------------------------------------------------------
 // The suite, once per pair of backends
 
@@ -1543,6 +1616,7 @@ macro_rules! suite {
             pending_and_count_by_status,
             embeddings_are_kept_with_the_analysis,
             concepts_are_versioned_served_and_deleted,
+            feedback_last_signal_wins,
             dead_letters_record_list_get_remove,
             append_events_skips_duplicate_ids,
             read_events_in_order,

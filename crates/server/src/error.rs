@@ -65,6 +65,10 @@ pub enum ApiError {
     InvalidCursor { cursor: String },
     #[error("status {got:?} is not one of {known}")]
     InvalidStatus { got: String, known: String },
+    #[error("user id {user:?}: use 1 to 64 of A-Z a-z 0-9 . _ - @")]
+    InvalidUserId { user: String },
+    #[error("signal {got:?} is not one of like, dislike, pick, skip")]
+    InvalidSignal { got: String },
     #[error(
         "this process runs with role = \"worker\": it answers /healthz, /readyz and /metrics only"
     )]
@@ -216,7 +220,9 @@ impl ApiError {
             ApiError::Search(e) => search_status(e),
             ApiError::InvalidCallbackUrl { .. }
             | ApiError::InvalidCursor { .. }
-            | ApiError::InvalidStatus { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidStatus { .. }
+            | ApiError::InvalidUserId { .. }
+            | ApiError::InvalidSignal { .. } => StatusCode::BAD_REQUEST,
             ApiError::WorkerOnly => StatusCode::NOT_FOUND,
             ApiError::Image(e) => e.status(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -248,6 +254,8 @@ impl ApiError {
             ApiError::InvalidCallbackUrl { .. } => "invalid_callback_url",
             ApiError::InvalidCursor { .. } => "invalid_cursor",
             ApiError::InvalidStatus { .. } => "invalid_status",
+            ApiError::InvalidUserId { .. } => "invalid_user_id",
+            ApiError::InvalidSignal { .. } => "invalid_signal",
             ApiError::WorkerOnly => "worker_only",
             ApiError::Image(e) => e.code(),
             ApiError::Internal(_) => "internal_error",

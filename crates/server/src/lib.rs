@@ -12,7 +12,9 @@
 pub mod api;
 pub mod concepts;
 pub mod config;
+mod cursor;
 pub mod error;
+pub mod feedback;
 pub mod metrics;
 pub mod openapi;
 pub mod photos;
@@ -408,7 +410,11 @@ pub fn router(state: AppState) -> Router {
             )
             .route("/v1/concepts/{name}/retrain", post(concepts::retrain))
             .route("/v1/search", get(search::search))
-            .route("/v1/search/similar", post(search::similar));
+            .route("/v1/search/similar", post(search::similar))
+            .route(
+                "/v1/users/{user}/feedback",
+                post(feedback::give).get(feedback::list),
+            );
     }
     routes
         .route("/metrics", get(api::metrics))

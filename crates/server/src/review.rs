@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine as _;
 use pipeline::photo::PhotoRecord;
 use pipeline::{DeadJob, ReviewDecision, Status};
 use serde::{Deserialize, Serialize};
@@ -21,29 +20,14 @@ const MAX_LIMIT: usize = 500;
 
 /// Cursors are opaque to clients: base64url of `seq:<n>`.
 fn encode_cursor(seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("seq:{seq}"))
+    crate::cursor::encode("seq", [seq])
 }
 
 fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    let invalid = || ApiError::InvalidCursor {
-        cursor: cursor.to_string(),
-    };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| invalid())?;
-    let text = String::from_utf8(raw).map_err(|_| invalid())?;
-    let seq = text
-        .strip_prefix("seq:")
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n >= 0)
-        .ok_or_else(invalid)?;
-    Ok(Some(seq))
+    Ok(crate::cursor::decode::<1>("seq", cursor)?.map(|[seq]| seq))
 }
 
-fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
         n @ 1..=MAX_LIMIT => Ok(n),
         n => Err(ApiError::InvalidRequest {
@@ -377,7 +361,7 @@ pub async fn retry_dead(
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
-fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
+pub(crate) fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::InvalidRequest {
         reason: e.body_text(),
     }

@@ -42,27 +42,6 @@ const SAMPLES: [&str; 7] = [
     "chelsea.png",
 ];
 
-async fn request(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("{}{path}", server.url);
-    let mut builder = match method {
-        "POST" => server.client.post(url),
-        "DELETE" => server.client.delete(url),
-        _ => server.client.get(url),
-    };
-    if let Some(body) = body {
-        builder = builder
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body).unwrap());
-    }
-    let response = builder.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(json!({ "text": text })),
-    )
-}
-
 fn names(analysis: &Value) -> Vec<String> {
     analysis["results"][0]["concepts"]
         .as_array()

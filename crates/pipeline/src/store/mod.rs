@@ -1,5 +1,6 @@
 //! The metadata store: photo records, their embeddings, the search
-//! keywords, trained concepts ([`concepts`]), the dead-letter list, and the event log (embedded) or event
+//! keywords, trained concepts ([`concepts`]), people's feedback
+//! ([`feedback`]), the dead-letter list, and the event log (embedded) or event
 //! outbox (scaled out).
 //!
 //! Two implementations with the same behaviour, checked by one conformance
@@ -12,10 +13,12 @@
 //! did not happen.
 
 pub(crate) mod concepts;
+pub(crate) mod feedback;
 pub mod postgres;
 pub mod sqlite;
 
 pub use concepts::ConceptScore;
+pub use feedback::FeedbackCursor;
 
 use crate::analysis::{Embedding, StoredEmbedding};
 use crate::config::MetadataConfig;

@@ -296,3 +296,31 @@ pub async fn upload_photo(server: &Server, bytes: Vec<u8>, uploader: Option<&str
     )
     .await
 }
+
+/// A JSON request (GET, POST or DELETE; a body for POST): the status and
+/// the JSON answer (`{"text": ...}` when it is not JSON).
+pub async fn request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", server.url);
+    let mut builder = match method {
+        "POST" => server.client.post(url),
+        "DELETE" => server.client.delete(url),
+        _ => server.client.get(url),
+    };
+    if let Some(body) = body {
+        builder = builder
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap());
+    }
+    let response = builder.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(json!({ "text": text })),
+    )
+}

@@ -229,9 +229,10 @@ impl PgStore {
             .await
             .map_err(pg_error)?;
             tx.batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {};\n{SCHEMA_SQL}\n{}",
+                "CREATE SCHEMA IF NOT EXISTS {};\n{SCHEMA_SQL}\n{}\n{}",
                 quote_ident(schema),
-                concepts::SCHEMA_SQL
+                concepts::SCHEMA_SQL,
+                feedback::SCHEMA_SQL
             ))
             .await
             .map_err(pg_error)?;
@@ -771,6 +772,7 @@ impl PgStore {
 }
 
 mod concepts;
+mod feedback;
 mod rows;
 
 use rows::*;

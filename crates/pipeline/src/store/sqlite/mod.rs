@@ -156,6 +156,7 @@ impl SqliteStore {
                 .map_err(db_err)?;
             tx.execute_batch(SCHEMA).map_err(db_err)?;
             tx.execute_batch(concepts::SCHEMA).map_err(db_err)?;
+            tx.execute_batch(feedback::SCHEMA).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             let reader = open(true)?;
             Ok(SqliteStore {
@@ -713,6 +714,7 @@ impl SqliteStore {
 }
 
 mod concepts;
+mod feedback;
 mod rows;
 #[cfg(test)]
 mod tests;
