@@ -49,6 +49,62 @@ pub struct Feedback {
     pub at_ms: i64,
 }
 
+/// How fast popularity forgets: a like counts half after this long.
+pub const POPULARITY_HALF_LIFE_MS: i64 = 14 * 24 * 3_600_000;
+/// The time popularity is kept relative to (2020-01-01T00:00:00Z).
+const POPULARITY_EPOCH_MS: i64 = 1_577_836_800_000;
+
+/// What a signal adds to a photo's popularity: a like 1, a pick 2 (someone
+/// chose the photo for use), a dislike or a skip nothing.
+pub fn popularity_weight(signal: Signal) -> f64 {
+    match signal {
+        Signal::Like => 1.0,
+        Signal::Pick => 2.0,
+        Signal::Dislike | Signal::Skip => 0.0,
+    }
+}
+
+/// A photo's popularity, kept so that it never needs updating as time
+/// passes: `log2` of the sum over its current signals of `weight ×
+/// 2^((at − epoch) / half-life)`. Every photo decays by the same factor, so
+/// this orders photos by popularity at any moment; [`Popularity::at`] reads
+/// it as decayed likes at a given time. Taken from the photo's signals
+/// every time (the last signal per user counts), never incremented.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Popularity(pub f64);
+
+impl Popularity {
+    /// No likes or picks.
+    pub const NONE: Popularity = Popularity(f64::NEG_INFINITY);
+
+    pub fn of(signals: impl IntoIterator<Item = (Signal, i64)>) -> Popularity {
+        let terms: Vec<(f64, f64)> = signals
+            .into_iter()
+            .filter_map(|(signal, at_ms)| {
+                let w = popularity_weight(signal);
+                (w > 0.0).then(|| {
+                    let e = (at_ms - POPULARITY_EPOCH_MS) as f64 / POPULARITY_HALF_LIFE_MS as f64;
+                    (w.log2(), e)
+                })
+            })
+            .collect();
+        let Some(top) = terms.iter().map(|(lw, e)| lw + e).reduce(f64::max) else {
+            return Popularity::NONE;
+        };
+        let sum: f64 = terms.iter().map(|(lw, e)| (lw + e - top).exp2()).sum();
+        Popularity(top + sum.log2())
+    }
+
+    /// Decayed likes at `now_ms` (a pick counting 2): 0 with none.
+    pub fn at(self, now_ms: i64) -> f64 {
+        if self.0 == f64::NEG_INFINITY {
+            return 0.0;
+        }
+        let e = (now_ms - POPULARITY_EPOCH_MS) as f64 / POPULARITY_HALF_LIFE_MS as f64;
+        (self.0 - e).exp2()
+    }
+}
+
 /// The longest user id accepted.
 pub const MAX_USER_ID: usize = 64;
 
@@ -76,5 +132,24 @@ mod tests {
         for bad in ["", "a b", "ä", "x/y", &"u".repeat(65)] {
             assert!(!valid_user_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn popularity_decays_by_half_life_and_orders_at_any_time() {
+        let day = 24 * 3_600_000;
+        let now = 1_800_000_000_000;
+        let fresh = Popularity::of([(Signal::Like, now), (Signal::Skip, now)]);
+        assert!((fresh.at(now) - 1.0).abs() < 1e-9);
+        assert!((fresh.at(now + 14 * day) - 0.5).abs() < 1e-9);
+        let picked_long_ago = Popularity::of([(Signal::Pick, now - 28 * day)]);
+        assert!((picked_long_ago.at(now) - 0.5).abs() < 1e-9);
+        let both = Popularity::of([(Signal::Like, now), (Signal::Pick, now - 28 * day)]);
+        assert!((both.at(now) - 1.5).abs() < 1e-9);
+        assert!(both.0 > fresh.0 && fresh.0 > picked_long_ago.0);
+        assert_eq!(Popularity::of([(Signal::Dislike, now)]), Popularity::NONE);
+        assert_eq!(Popularity::NONE.at(now), 0.0);
+        // Centuries on, still finite: kept as a logarithm.
+        let far = Popularity::of([(Signal::Like, now + 300 * 365 * day)]);
+        assert!(far.0.is_finite() && (far.at(now + 300 * 365 * day) - 1.0).abs() < 1e-6);
     }
 }

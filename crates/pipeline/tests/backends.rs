@@ -1561,6 +1561,36 @@ async fn feedback_last_signal_wins(b: &Backends) {
     let rest = s.feedback_of("ana", Some(cursor), 10).await.unwrap();
     assert_eq!(signals(&rest), [("f2".to_string(), Signal::Skip)]);
     assert!(s.feedback_of("cy", None, 10).await.unwrap().is_empty());
+    // Every user's signal on one photo, and everything in upload order.
+    let on_f1: Vec<(String, Signal)> = s
+        .feedback_on("f1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.user, f.signal))
+        .collect();
+    assert_eq!(
+        on_f1,
+        [
+            ("ana".to_string(), Signal::Dislike),
+            ("bo".to_string(), Signal::Dislike)
+        ]
+    );
+    assert!(s.feedback_on("nope").await.unwrap().is_empty());
+    let mut everything = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.feedback_page(after.clone(), 3).await.unwrap();
+        let Some((seq, last)) = page.last() else {
+            break;
+        };
+        after = Some((*seq, last.user.clone()));
+        everything.extend(
+            page.into_iter()
+                .map(|(_, f)| format!("{}/{}", f.photo_id, f.user)),
+        );
+    }
+    assert_eq!(everything, ["f1/ana", "f1/bo", "f2/ana", "f3/ana"]);
 
     let given: Vec<(String, String)> = all_events(b)
         .await

@@ -30,6 +30,10 @@ pub struct Doc {
     pub width: u32,
     pub height: u32,
     pub quality: Option<f32>,
+    /// Its popularity from people's likes and picks, as the logarithm
+    /// `domain::feedback::Popularity` keeps (`-inf`: none); comes from the
+    /// feedback store, not the record.
+    pub popular: f32,
     /// `(term, score, kind)`.
     pub terms: Vec<(String, f32, TermKind)>,
 }
@@ -83,6 +87,7 @@ impl Doc {
             width,
             height,
             quality,
+            popular: f32::NEG_INFINITY,
             terms,
         }
     }

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use pipeline::feedback::{Popularity, Signal};
 use pipeline::{EventKind, EventLog, MetaStore};
 use tokio::sync::watch;
 use vector::{Params, PhotoIndex};
@@ -322,6 +323,8 @@ async fn fetch(
         None
     };
     let mut doc = Doc::from_record(&record);
+    let feedback = store.feedback_on(id).await.map_err(store_err)?;
+    doc.popular = Popularity::of(feedback.iter().map(|f| (f.signal, f.at_ms))).0 as f32;
     if record.analysis.is_some() {
         let scores = store.concept_scores_of(id).await.map_err(store_err)?;
         trained::merge(&mut doc, &scores, trained);
@@ -392,6 +395,7 @@ pub async fn build(
         progress(Built::Vectors(count));
     }
     catalogue.set_vectors(vectors);
+    load_popularity(store, &mut catalogue).await?;
     let trained = Trained::load(store).await?;
     for name in trained.names() {
         trained::refresh(store, name, &trained, |scores| {
@@ -401,6 +405,38 @@ pub async fn build(
     }
     catalogue.last_seq = head;
     Ok(catalogue)
+}
+
+/// Sets every photo's popularity from the feedback store, read in photo
+/// order a page at a time.
+async fn load_popularity(store: &MetaStore, catalogue: &mut Catalogue) -> Result<(), SearchError> {
+    let store_err = |e: pipeline::StoreError| SearchError::Store(e.to_string());
+    let mut after: Option<(i64, String)> = None;
+    let mut current: Option<(String, Vec<(Signal, i64)>)> = None;
+    loop {
+        let page = store
+            .feedback_page(after.clone(), BUILD_PAGE)
+            .await
+            .map_err(store_err)?;
+        let Some((seq, last)) = page.last() else {
+            break;
+        };
+        after = Some((*seq, last.user.clone()));
+        for (_, f) in page {
+            if current.as_ref().is_some_and(|c| c.0 != f.photo_id) {
+                let (id, signals) = current.take().expect("checked");
+                catalogue.set_popular(&id, Popularity::of(signals).0 as f32);
+            }
+            current
+                .get_or_insert_with(|| (f.photo_id.clone(), Vec::new()))
+                .1
+                .push((f.signal, f.at_ms));
+        }
+    }
+    if let Some((id, signals)) = current {
+        catalogue.set_popular(&id, Popularity::of(signals).0 as f32);
+    }
+    Ok(())
 }
 
 /// What a snapshot records as the log its positions belong to: the log and
@@ -578,8 +614,10 @@ async fn follow_round(
             }
             _ => {
                 let id = &logged.event.photo_id;
+                let kind = logged.event.kind.name();
+                // A photo's own events, and feedback on it (its popularity).
                 if !id.is_empty()
-                    && logged.event.kind.name().starts_with("photo.")
+                    && (kind.starts_with("photo.") || kind == "feedback.given")
                     && seen.insert(id.clone())
                 {
                     ids.push(id.clone());

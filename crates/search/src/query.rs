@@ -100,6 +100,9 @@ pub enum Sort {
     Newest,
     /// Best technical quality first.
     Quality,
+    /// Most liked first: likes and picks (a pick counts 2), each halving
+    /// in weight every 14 days (`domain::feedback::Popularity`).
+    Popular,
 }
 
 impl Sort {
@@ -108,6 +111,7 @@ impl Sort {
             Sort::Relevance => "relevance",
             Sort::Newest => "newest",
             Sort::Quality => "quality",
+            Sort::Popular => "popular",
         }
     }
 }
@@ -206,7 +210,8 @@ impl Query {
                         "relevance" => Sort::Relevance,
                         "newest" => Sort::Newest,
                         "quality" => Sort::Quality,
-                        _ => return Err(bad("relevance, newest, quality")),
+                        "popular" => Sort::Popular,
+                        _ => return Err(bad("relevance, newest, quality, popular")),
                     })
                 }
                 "minScore" => {

@@ -2,10 +2,10 @@
 //! (scaled out, from the object store) loads instead of rebuilding.
 //!
 //! ```text
-//! "DRSRCH01", u64 last seq, str log,
+//! "DRSRCH02", u64 last seq, str log,
 //! u32 terms, per term str name; u32 uploaders, per uploader str name;
 //! u32 photos, per photo: str id, i64 seq, i64 created ms, u8 status,
-//!   u32 uploader (u32::MAX none), u32 width, u32 height, f32 quality (NaN none),
+//!   u32 uploader (u32::MAX none), u32 width, u32 height, f32 quality (NaN none), f32 popular (-inf none),
 //!   u32 terms, per term u32 id, f32 score, u8 kind;
 //! u8 1 + the similar-photo index (vector::PhotoIndex's format), or u8 0
 //! ```
@@ -22,7 +22,7 @@ use vector::PhotoIndex;
 use crate::catalogue::{Catalogue, Doc, TermKind, NO_UPLOADER};
 use crate::SearchError;
 
-const MAGIC: &[u8; 8] = b"DRSRCH01";
+const MAGIC: &[u8; 8] = b"DRSRCH02";
 
 fn corrupt(reason: impl std::fmt::Display) -> SearchError {
     SearchError::Internal(format!("search snapshot: {reason}"))
@@ -54,6 +54,7 @@ pub fn write(catalogue: &Catalogue, log: &str, w: &mut impl Write) -> Result<(),
             w.write_all(&n.to_le_bytes()).map_err(io)?;
         }
         w.write_all(&e.quality.to_le_bytes()).map_err(io)?;
+        w.write_all(&e.popular.to_le_bytes()).map_err(io)?;
         w.write_all(&(e.terms.len() as u32).to_le_bytes())
             .map_err(io)?;
         for t in e.terms.iter() {
@@ -103,6 +104,7 @@ pub fn read(r: &mut impl Read) -> Result<(Catalogue, String), SearchError> {
         let width = u32::from_le_bytes(take(r)?);
         let height = u32::from_le_bytes(take(r)?);
         let quality = f32::from_le_bytes(take(r)?);
+        let popular = f32::from_le_bytes(take(r)?);
         let n = u32::from_le_bytes(take(r)?);
         let mut doc_terms = Vec::with_capacity(n.min(4096) as usize);
         for _ in 0..n {
@@ -138,6 +140,7 @@ pub fn read(r: &mut impl Read) -> Result<(Catalogue, String), SearchError> {
             width,
             height,
             quality: (!quality.is_nan()).then_some(quality),
+            popular,
             terms: doc_terms,
         });
     }

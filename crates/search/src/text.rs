@@ -252,6 +252,7 @@ mod tests {
             width: 10,
             height: 10,
             quality: None,
+            popular: f32::NEG_INFINITY,
             terms: terms
                 .iter()
                 .map(|(t, s)| (t.to_string(), *s, TermKind::Concept))

@@ -167,6 +167,7 @@ mod tests {
             width: 1,
             height: 1,
             quality: None,
+            popular: f32::NEG_INFINITY,
             terms: vec![("sunset".into(), 0.9, c), ("sky".into(), 0.8, c)],
         };
         // An old version's score is not the truth any more.

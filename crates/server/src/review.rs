@@ -84,6 +84,10 @@ pub struct PhotoView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub concept_scores: Vec<(String, f32)>,
+    /// Popularity now: people's likes and picks (a pick counts 2), each
+    /// halving in weight every 14 days; 0 with none. `sort=popular` in
+    /// search ranks by it.
+    pub popular: f64,
 }
 
 /// Everything known about one photo: status, stage history, the analysis,
@@ -147,10 +151,18 @@ pub async fn get_photo(
         .into_iter()
         .map(|(name, _, score)| (name, score))
         .collect();
+    let feedback = pipeline
+        .store()
+        .feedback_on(&id)
+        .await
+        .map_err(pipeline::PipelineError::from)?;
+    let popular = pipeline::feedback::Popularity::of(feedback.iter().map(|f| (f.signal, f.at_ms)))
+        .at(pipeline::photo::now_ms());
     Ok(Json(PhotoView {
         record,
         embedding_model,
         concept_scores,
+        popular,
     }))
 }
 

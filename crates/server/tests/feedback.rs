@@ -80,6 +80,50 @@ async fn feedback_over_http(server: Server) {
     assert_eq!((got, code(&answer)), (400, "invalid_cursor"), "{answer}");
     let (_, all) = request(&server, "GET", path, None).await;
     assert_eq!(all["feedback"].as_array().unwrap().len(), 2, "{all}");
+
+    // Popularity: the daisy is picked (2), the dune skipped (0); a second
+    // user likes the dune (1). Shown on the photo, and search ranks by it.
+    let other = "/v1/users/curator-2/feedback";
+    let (status, _) = request(&server, "POST", other, Some(give(&dune, "like"))).await;
+    assert_eq!(status, 202);
+    let (_, photo) = request(&server, "GET", &format!("/v1/photos/{daisy}"), None).await;
+    let popular = photo["popular"].as_f64().unwrap();
+    assert!((1.99..=2.0).contains(&popular), "{photo}");
+    let every = "status=stored,analyzed,reviewed,indexed,published,needs_review,rejected,failed";
+    eventually(
+        "ranked by popularity",
+        Duration::from_secs(30),
+        async || {
+            let (_, page) = request(
+                &server,
+                "GET",
+                &format!("/v1/search?sort=popular&{every}"),
+                None,
+            )
+            .await;
+            let ids: Vec<&str> = page["results"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["id"].as_str())
+                .collect();
+            (ids == [daisy.as_str(), dune.as_str()]).then_some(())
+        },
+    )
+    .await;
+    // Changed minds change the order.
+    let (status, _) = request(&server, "POST", path, Some(give(&daisy, "dislike"))).await;
+    assert_eq!(status, 202);
+    eventually("re-ranked", Duration::from_secs(30), async || {
+        let (_, page) = request(
+            &server,
+            "GET",
+            &format!("/v1/search?sort=popular&{every}"),
+            None,
+        )
+        .await;
+        (page["results"][0]["id"] == json!(dune)).then_some(())
+    })
+    .await;
     server.stop().await;
 }
 

@@ -35,4 +35,38 @@ impl MetaStore {
     ) -> StoreResult<Vec<(i64, Feedback)>> {
         dispatch!(self, s => s.feedback_of(user, after, limit).await)
     }
+
+    /// Every user's current signal on one photo.
+    pub async fn feedback_on(&self, photo_id: &str) -> StoreResult<Vec<Feedback>> {
+        dispatch!(self, s => s.feedback_on(photo_id).await)
+    }
+
+    /// All feedback in photo upload order, then by user, `limit` rows
+    /// after `(photo seq, user)`: what a search build reads.
+    pub async fn feedback_page(
+        &self,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, Feedback)>> {
+        dispatch!(self, s => s.feedback_page(after, limit).await)
+    }
+}
+
+/// Rows of `(photo seq, user, photo id, signal, at)` as feedback.
+pub(crate) fn rows_to_feedback(
+    rows: Vec<(i64, String, String, String, i64)>,
+) -> StoreResult<Vec<(i64, Feedback)>> {
+    rows.into_iter()
+        .map(|(seq, user, photo_id, signal, at_ms)| {
+            Ok((
+                seq,
+                Feedback {
+                    signal: signal_of(&user, &photo_id, &signal)?,
+                    user,
+                    photo_id,
+                    at_ms,
+                },
+            ))
+        })
+        .collect()
 }

@@ -76,6 +76,8 @@ pub(crate) struct Entry {
     pub(crate) height: u32,
     /// NaN when unknown.
     pub(crate) quality: f32,
+    /// See [`Doc::popular`].
+    pub(crate) popular: f32,
     /// Sorted by term id.
     pub(crate) terms: Box<[(u32, f32, TermKind)]>,
 }
@@ -323,6 +325,7 @@ impl Catalogue {
             width: doc.width,
             height: doc.height,
             quality: doc.quality.unwrap_or(f32::NAN),
+            popular: doc.popular,
             terms: terms.into(),
         };
         let slot = match self.by_id.get(doc.id.as_str()) {
@@ -356,6 +359,20 @@ impl Catalogue {
         }
         self.counts.entry(entry.status).or_default().add(&entry, 1);
         self.slots[slot as usize] = Some(entry);
+    }
+
+    /// Sets a photo's popularity ([`Doc::popular`]); false when it is not in.
+    pub fn set_popular(&mut self, id: &str, popular: f32) -> bool {
+        let Some(&slot) = self.by_id.get(id) else {
+            return false;
+        };
+        match self.slots[slot as usize].as_mut() {
+            Some(e) => {
+                e.popular = popular;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes a photo out (its vector too); false when it was not in.
@@ -510,6 +527,8 @@ impl Catalogue {
                 Sort::Newest => e.created_ms as f64,
                 Sort::Quality if e.quality.is_nan() => -1.0,
                 Sort::Quality => e.quality as f64,
+                // Finite, for the cursor: below any photo someone liked.
+                Sort::Popular => (e.popular as f64).max(-1e30),
             }
         };
         let seq_of = |slot: u32| self.slots[slot as usize].as_ref().map_or(0, |e| e.seq);

@@ -10,6 +10,7 @@ fn doc(i: usize, uploader: &str, terms: &[(&str, f32)]) -> Doc {
         width: if i.is_multiple_of(2) { 1920 } else { 800 },
         height: 1080,
         quality: Some(i as f32 / 10.0),
+        popular: f32::NEG_INFINITY,
         terms: terms
             .iter()
             .map(|(t, s)| (t.to_string(), *s, TermKind::Concept))
@@ -224,4 +225,47 @@ fn backfilled_scores_in_bulk_equal_the_same_scores_merged_per_photo() {
         !holders.is_empty() && !holders.contains(&"p5".to_string()),
         "a kept keyword is no concept"
     );
+}
+
+#[test]
+fn sort_popular_ranks_by_likes_and_pages_with_its_cursor() {
+    use domain::feedback::{Popularity, Signal};
+    let mut c = Catalogue::new(None);
+    let now = 1_800_000_000_000;
+    let day = 86_400_000;
+    for i in 1..=5 {
+        let mut d = doc(i, "ann", &[("sky", 0.9)]);
+        // p3 liked today, p1 picked a month ago, p5 liked a week ago; the
+        // others never.
+        let signals: Vec<(Signal, i64)> = match i {
+            3 => vec![(Signal::Like, now), (Signal::Like, now)],
+            1 => vec![(Signal::Pick, now - 30 * day)],
+            5 => vec![(Signal::Like, now - 7 * day), (Signal::Dislike, now)],
+            _ => vec![],
+        };
+        d.popular = Popularity::of(signals).0 as f32;
+        c.upsert(&d);
+    }
+    let first = c
+        .search(&query(&[("sort", "popular"), ("limit", "2")]), None, None)
+        .unwrap();
+    assert_eq!(ids(&first), ["p3", "p5"]);
+    let cursor = first.next_cursor.clone().unwrap();
+    let rest = c
+        .search(
+            &query(&[("sort", "popular"), ("limit", "10"), ("cursor", &cursor)]),
+            None,
+            None,
+        )
+        .unwrap();
+    // Never liked: newest upload first among equals.
+    assert_eq!(ids(&rest), ["p1", "p4", "p2"]);
+    // Feedback changes it in place.
+    let picked = Popularity::of([(Signal::Pick, now), (Signal::Pick, now)]);
+    assert!(c.set_popular("p2", picked.0 as f32));
+    let again = c
+        .search(&query(&[("sort", "popular")]), None, None)
+        .unwrap();
+    assert_eq!(ids(&again)[0], "p2");
+    assert!(!c.set_popular("nope", 0.0));
 }

@@ -5,7 +5,7 @@ use domain::feedback::Feedback;
 use super::rows::*;
 use super::{Conn, PgStore};
 use crate::event::Event;
-use crate::store::feedback::{signal_of, FeedbackCursor};
+use crate::store::feedback::{rows_to_feedback, FeedbackCursor};
 use crate::store::StoreResult;
 
 pub(super) const SCHEMA_SQL: &str = "
@@ -56,31 +56,62 @@ impl PgStore {
         limit: usize,
     ) -> StoreResult<Vec<(i64, Feedback)>> {
         let (at, seq) = after.unwrap_or((i64::MAX, i64::MAX));
+        self.feedback_rows(
+            "SELECT photo_seq, user_id, photo_id, signal, at_ms FROM feedback \
+             WHERE user_id = $1 AND (at_ms, photo_seq) < ($2, $3) \
+             ORDER BY at_ms DESC, photo_seq DESC LIMIT $4",
+            &[&user, &at, &seq, &sql_limit(limit)],
+        )
+        .await
+    }
+
+    pub async fn feedback_on(&self, photo_id: &str) -> StoreResult<Vec<Feedback>> {
+        let rows = self
+            .feedback_rows(
+                "SELECT f.photo_seq, f.user_id, f.photo_id, f.signal, f.at_ms FROM feedback f \
+                 JOIN photos p ON p.seq = f.photo_seq WHERE p.id = $1 ORDER BY f.user_id",
+                &[&photo_id],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(_, f)| f).collect())
+    }
+
+    pub async fn feedback_page(
+        &self,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, Feedback)>> {
+        let (seq, user) = after.unwrap_or((-1, String::new()));
+        self.feedback_rows(
+            "SELECT photo_seq, user_id, photo_id, signal, at_ms FROM feedback \
+             WHERE (photo_seq, user_id) > ($1, $2) ORDER BY photo_seq, user_id LIMIT $3",
+            &[&seq, &user, &sql_limit(limit)],
+        )
+        .await
+    }
+
+    /// Runs a feedback query whose columns are `(photo seq, user, photo
+    /// id, signal, at)`.
+    async fn feedback_rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<Vec<(i64, Feedback)>> {
         let mut lease = self.acquire().await?;
         let Conn { client, .. } = lease.conn();
-        let rows = client
-            .query(
-                "SELECT photo_seq, photo_id, signal, at_ms FROM feedback \
-                 WHERE user_id = $1 AND (at_ms, photo_seq) < ($2, $3) \
-                 ORDER BY at_ms DESC, photo_seq DESC LIMIT $4",
-                &[&user, &at, &seq, &sql_limit(limit)],
-            )
-            .await
-            .map_err(pg_error)?;
-        rows.iter()
+        let rows = client.query(sql, params).await.map_err(pg_error)?;
+        let rows = rows
+            .iter()
             .map(|r| {
-                let photo_id: String = r.try_get(1).map_err(pg_error)?;
-                let signal: String = r.try_get(2).map_err(pg_error)?;
                 Ok((
                     r.try_get(0).map_err(pg_error)?,
-                    Feedback {
-                        signal: signal_of(user, &photo_id, &signal)?,
-                        user: user.to_string(),
-                        photo_id,
-                        at_ms: r.try_get(3).map_err(pg_error)?,
-                    },
+                    r.try_get(1).map_err(pg_error)?,
+                    r.try_get(2).map_err(pg_error)?,
+                    r.try_get(3).map_err(pg_error)?,
+                    r.try_get(4).map_err(pg_error)?,
                 ))
             })
-            .collect()
+            .collect::<StoreResult<Vec<_>>>()?;
+        rows_to_feedback(rows)
     }
 }
