@@ -298,23 +298,31 @@ fn main() {
     let t = Instant::now();
     let size = search::snapshot::save(&catalogue, &log, &path).unwrap();
     let wrote = t.elapsed();
-    let t = Instant::now();
-    let (loaded, _) = search::snapshot::load(&path).unwrap().unwrap();
-    let read = t.elapsed();
-    assert_eq!(loaded.len(), catalogue.len());
-    drop(loaded);
     if args.for_server {
-        println!("snapshot left for `darkroom serve` at {}", path.display());
+        // Not read back here: with vectors, a second copy in this process
+        // would double its memory; the server's start reads it.
+        println!(
+            "snapshot: {:.0} MiB ({:.2} KiB/photo), written in {:.1} s, left for `darkroom serve` at {}",
+            size as f64 / (1 << 20) as f64,
+            size as f64 / 1024.0 / args.photos as f64,
+            wrote.as_secs_f64(),
+            path.display()
+        );
     } else {
+        let t = Instant::now();
+        let (loaded, _) = search::snapshot::load(&path).unwrap().unwrap();
+        let read = t.elapsed();
+        assert_eq!(loaded.len(), catalogue.len());
+        drop(loaded);
         let _ = std::fs::remove_file(&path);
+        println!(
+            "snapshot: {:.0} MiB ({:.2} KiB/photo), written in {:.1} s, loaded in {:.1} s (a new replica's start)",
+            size as f64 / (1 << 20) as f64,
+            size as f64 / 1024.0 / args.photos as f64,
+            wrote.as_secs_f64(),
+            read.as_secs_f64()
+        );
     }
-    println!(
-        "snapshot: {:.0} MiB ({:.2} KiB/photo), written in {:.1} s, loaded in {:.1} s (a new replica's start)",
-        size as f64 / (1 << 20) as f64,
-        size as f64 / 1024.0 / args.photos as f64,
-        wrote.as_secs_f64(),
-        read.as_secs_f64()
-    );
 
     let lexicon = Lexicon::load(&args.lexicon).unwrap_or_else(|_| Lexicon::empty());
     let query = |pairs: &[(&str, &str)]| {
