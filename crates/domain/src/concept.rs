@@ -217,15 +217,20 @@ pub struct ConceptHead {
 impl ConceptHead {
     /// `sigmoid(w · e + b)` of one L2-normalised embedding.
     pub fn score(&self, embedding: &[f32]) -> f32 {
-        let z: f64 = self
-            .weights
-            .iter()
-            .zip(embedding)
-            .map(|(w, x)| f64::from(*w) * f64::from(*x))
-            .sum::<f64>()
-            + f64::from(self.bias);
-        (1.0 / (1.0 + (-z).exp())) as f32
+        linear_score(&self.weights, self.bias, embedding)
     }
+}
+
+/// `sigmoid(w · x + b)`, summed in f64: how every served linear head (a
+/// trained concept, a personal aesthetic head) scores an embedding.
+pub fn linear_score(weights: &[f32], bias: f32, x: &[f32]) -> f32 {
+    let z: f64 = weights
+        .iter()
+        .zip(x)
+        .map(|(w, v)| f64::from(*w) * f64::from(*v))
+        .sum::<f64>()
+        + f64::from(bias);
+    (1.0 / (1.0 + (-z).exp())) as f32
 }
 
 #[cfg(test)]

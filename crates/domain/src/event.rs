@@ -147,6 +147,15 @@ pub enum EventKind {
     /// photo is the one that counts.
     #[serde(rename = "feedback.given", rename_all = "camelCase")]
     FeedbackGiven { user: String, signal: Signal },
+    /// A user's personal aesthetic head was trained (`photoId` empty).
+    #[serde(rename = "aesthetic.trained", rename_all = "camelCase")]
+    AestheticTrained {
+        user: String,
+        positives: usize,
+        negatives: usize,
+        /// Out-of-fold average precision.
+        ap: f64,
+    },
 }
 
 impl EventKind {
@@ -172,6 +181,7 @@ impl EventKind {
             EventKind::ConceptBackfilled { .. } => "concept.backfilled",
             EventKind::ConceptDeleted { .. } => "concept.deleted",
             EventKind::FeedbackGiven { .. } => "feedback.given",
+            EventKind::AestheticTrained { .. } => "aesthetic.trained",
         }
     }
 }
@@ -234,6 +244,21 @@ impl Event {
             kind: EventKind::FeedbackGiven {
                 user: feedback.user.clone(),
                 signal: feedback.signal,
+            },
+        }
+    }
+
+    /// `aesthetic.trained` for a head trained through `through_ms`.
+    pub fn for_personal_head(head: &crate::feedback::PersonalHead) -> Event {
+        Event {
+            id: format!("aesthetic:{}:{}", head.user, head.through_ms),
+            at_ms: head.trained_ms,
+            photo_id: String::new(),
+            kind: EventKind::AestheticTrained {
+                user: head.user.clone(),
+                positives: head.positives,
+                negatives: head.negatives,
+                ap: head.metrics.ap,
             },
         }
     }

@@ -105,6 +105,41 @@ impl Popularity {
     }
 }
 
+/// Fewest signals of each kind (for: like, pick; against: dislike, skip)
+/// before a user's personal head is trained: the fewest positives concept
+/// training takes (`learn::MIN_POSITIVES`).
+pub const MIN_SIGNALS: usize = learn::MIN_POSITIVES;
+
+/// A user's personal aesthetic head: a logistic model over one embedding
+/// model's vectors, trained from that user's feedback. `score` is the
+/// probability that the user would like a photo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalHead {
+    pub user: String,
+    /// The embedding model whose vectors it scores.
+    pub model: String,
+    #[serde(skip)]
+    pub weights: Vec<f32>,
+    #[serde(skip)]
+    pub bias: f32,
+    pub positives: usize,
+    pub negatives: usize,
+    /// The latest signal it was trained with (ms since the epoch): a job
+    /// for an older state never replaces it.
+    pub through_ms: i64,
+    pub trained_ms: i64,
+    /// Out-of-fold figures of the training.
+    pub metrics: learn::Metrics,
+}
+
+impl PersonalHead {
+    /// `sigmoid(w · e + b)` of one L2-normalised embedding.
+    pub fn score(&self, embedding: &[f32]) -> f32 {
+        crate::concept::linear_score(&self.weights, self.bias, embedding)
+    }
+}
+
 /// The longest user id accepted.
 pub const MAX_USER_ID: usize = 64;
 

@@ -29,10 +29,14 @@ pub enum JobKind {
         version: u32,
         activated_at: i64,
     },
+    /// Train (or train again) a user's personal aesthetic head from their
+    /// feedback so far, over the embeddings of `model`.
+    TrainAesthetic { user: String, model: String },
 }
 
 impl JobKind {
-    /// `process`, `callback`, `train_concept` or `backfill_concept`: the
+    /// `process`, `callback`, `train_concept`, `backfill_concept` or
+    /// `train_aesthetic`: the
     /// metrics label and the last token of the job's NATS subject.
     pub fn token(&self) -> &'static str {
         match self {
@@ -40,6 +44,7 @@ impl JobKind {
             JobKind::Callback { .. } => "callback",
             JobKind::TrainConcept { .. } => "train_concept",
             JobKind::BackfillConcept { .. } => "backfill_concept",
+            JobKind::TrainAesthetic { .. } => "train_aesthetic",
         }
     }
 }
@@ -89,6 +94,20 @@ impl Job {
                 concept: concept.to_string(),
                 version,
                 activated_at,
+            },
+        }
+    }
+
+    /// Training `user`'s personal head after their feedback at `at_ms` (one
+    /// job per signal; a job that finds the head already current to the
+    /// latest signal does nothing).
+    pub fn train_aesthetic(user: &str, model: &str, at_ms: i64) -> Job {
+        Job {
+            id: format!("aesthetic:{user}@{at_ms}"),
+            photo_id: String::new(),
+            kind: JobKind::TrainAesthetic {
+                user: user.to_string(),
+                model: model.to_string(),
             },
         }
     }

@@ -15,9 +15,12 @@
 //! - [`concepts`]: concepts trained from example photos — the API's
 //!   operations, the training and backfill jobs, and the watcher that
 //!   serves the active versions in every process.
+//! - [`aesthetics`]: personal aesthetic heads learned from people's
+//!   feedback — the training job and the watcher that serves them.
 //! - [`callback`]: callback URLs checked at upload and at delivery, so
 //!   they never reach private networks.
 
+pub mod aesthetics;
 pub mod callback;
 pub mod concepts;
 pub mod config;

@@ -393,7 +393,9 @@ impl Pipeline {
                 }
                 Job::process(&photo_id, record.history.len())
             }
-            JobKind::Callback { .. } | JobKind::BackfillConcept { .. } => Job {
+            JobKind::Callback { .. }
+            | JobKind::BackfillConcept { .. }
+            | JobKind::TrainAesthetic { .. } => Job {
                 id: format!("{}:retry:{at_ms}", dead.job.id),
                 ..dead.job.clone()
             },

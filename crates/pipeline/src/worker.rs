@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use domain::stage::{Analyze, Analyzed, StageError};
 use tokio::sync::{watch, Semaphore};
 
+use crate::aesthetics;
 use crate::callback::Deliverer;
 use crate::concepts;
 use crate::event::{Event, EventKind};
@@ -204,9 +205,10 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
 
     fn policy(&self, kind: &JobKind) -> &RetryPolicy {
         match kind {
-            JobKind::Process | JobKind::TrainConcept { .. } | JobKind::BackfillConcept { .. } => {
-                &self.pipeline.config.retry
-            }
+            JobKind::Process
+            | JobKind::TrainConcept { .. }
+            | JobKind::BackfillConcept { .. }
+            | JobKind::TrainAesthetic { .. } => &self.pipeline.config.retry,
             JobKind::Callback { .. } => &self.pipeline.config.callback_retry,
         }
     }
@@ -262,7 +264,9 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                     eprintln!("darkroom worker: marking concept {concept} v{version} failed: {e}");
                 }
             }
-            JobKind::Callback { .. } | JobKind::BackfillConcept { .. } => {}
+            JobKind::Callback { .. }
+            | JobKind::BackfillConcept { .. }
+            | JobKind::TrainAesthetic { .. } => {}
         }
         if let Err(e) = self.pipeline.queue.dead(delivery, &dead).await {
             eprintln!("darkroom worker: removing dead job {}: {e}", job.id);
@@ -308,6 +312,9 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                 version,
                 activated_at,
             } => concepts::backfill(&self.pipeline, concept, *version, *activated_at).await,
+            JobKind::TrainAesthetic { user, model } => {
+                aesthetics::train(&self.pipeline, user, model).await
+            }
         }
     }
 

@@ -24,7 +24,7 @@ use pipeline::{EventKind, EventLog, MetaStore};
 use tokio::sync::watch;
 use vector::{Params, PhotoIndex};
 
-use crate::catalogue::{Catalogue, Doc, Page, VectorSearch};
+use crate::catalogue::{Catalogue, Doc, Page, Personal, VectorSearch};
 use crate::encoder::TermEncoder;
 use crate::query::Query;
 use crate::text::{plan, Lexicon, Reading};
@@ -221,12 +221,13 @@ impl SearchIndex {
     }
 
     /// Answers a query; `vector` ranks by similarity to a photo that is not
-    /// in the catalogue (`POST /v1/search/similar`). Blocking: CPU work
-    /// under a read lock.
+    /// in the catalogue (`POST /v1/search/similar`); `personal` is the
+    /// head `sort=aesthetic` ranks by. Blocking: CPU work under a read lock.
     pub fn search(
         &self,
         query: &Query,
         vector: Option<&[f32]>,
+        personal: Option<Personal<'_>>,
     ) -> Result<(Page, Option<Reading>), SearchError> {
         let guard = self.read();
         let catalogue = guard.as_ref().ok_or(SearchError::NotReady)?;
@@ -247,7 +248,7 @@ impl SearchIndex {
             depth: self.settings.similar_depth,
             ef: self.settings.ef,
         });
-        let page = catalogue.search(query, text_plan.as_ref(), similar)?;
+        let page = catalogue.search_with(query, text_plan.as_ref(), similar, personal)?;
         Ok((page, reading))
     }
 

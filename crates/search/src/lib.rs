@@ -25,7 +25,7 @@ pub mod snapshot;
 pub mod text;
 pub mod trained;
 
-pub use catalogue::{Catalogue, Doc, Facets, Hit, Page, TermKind, VectorSearch};
+pub use catalogue::{Catalogue, Doc, Facets, Hit, Page, Personal, TermKind, VectorSearch};
 pub use encoder::{TermEncoder, TextEncoder};
 pub use index::{SearchIndex, SearchSettings, SnapshotPlace};
 pub use query::{Orientation, Query, SizeClass, Sort, DEFAULT_LIMIT, MAX_LIMIT};

@@ -103,6 +103,9 @@ pub enum Sort {
     /// Most liked first: likes and picks (a pick counts 2), each halving
     /// in weight every 14 days (`domain::feedback::Popularity`).
     Popular,
+    /// Most likely liked by `user` first: their personal aesthetic head
+    /// over each photo's embedding.
+    Aesthetic,
 }
 
 impl Sort {
@@ -112,6 +115,7 @@ impl Sort {
             Sort::Newest => "newest",
             Sort::Quality => "quality",
             Sort::Popular => "popular",
+            Sort::Aesthetic => "aesthetic",
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct Query {
     pub min_score: Option<f32>,
     pub limit: usize,
     pub cursor: Option<String>,
+    /// Whose taste `sort=aesthetic` ranks by.
+    pub user: Option<String>,
 }
 
 impl Query {
@@ -211,7 +217,8 @@ impl Query {
                         "newest" => Sort::Newest,
                         "quality" => Sort::Quality,
                         "popular" => Sort::Popular,
-                        _ => return Err(bad("relevance, newest, quality, popular")),
+                        "aesthetic" => Sort::Aesthetic,
+                        _ => return Err(bad("relevance, newest, quality, popular, aesthetic")),
                     })
                 }
                 "minScore" => {
@@ -230,6 +237,12 @@ impl Query {
                     q.limit = v;
                 }
                 "cursor" => q.cursor = Some(value.to_string()).filter(|v| !v.is_empty()),
+                "user" => {
+                    if !domain::feedback::valid_user_id(value) {
+                        return Err(bad("a user id: 1 to 64 of A-Z a-z 0-9 . _ - @"));
+                    }
+                    q.user = Some(value.to_string());
+                }
                 _ => {
                     return Err(SearchError::UnknownParameter {
                         name: key.clone(),
@@ -239,6 +252,13 @@ impl Query {
             }
         }
         q.text = q.text.trim().to_string();
+        if q.sort == Some(Sort::Aesthetic) && q.user.is_none() {
+            return Err(SearchError::InvalidParameter {
+                name: "sort".into(),
+                value: "aesthetic".into(),
+                expected: "sort=aesthetic with user=USER (whose taste to rank by)".into(),
+            });
+        }
         if let (Some(from), Some(to)) = (q.from_ms, q.to_ms) {
             if from >= to {
                 return Err(SearchError::InvalidParameter {
@@ -270,7 +290,7 @@ impl Query {
     /// good for the query that gave it out.
     pub(crate) fn fingerprint(&self, similar: bool) -> u64 {
         let text = format!(
-            "{}|{:?}|{similar}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{}|{:?}|{similar}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.text,
             self.similar_to,
             self.concepts,
@@ -282,6 +302,7 @@ impl Query {
             self.to_ms,
             self.sort_for(similar),
             self.min_score.map(f32::to_bits),
+            self.user,
         );
         // FNV-1a: stable across processes and versions (a replica may answer
         // the next page).
@@ -291,7 +312,7 @@ impl Query {
     }
 }
 
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     "q",
     "similarTo",
     "concept",
@@ -305,6 +326,7 @@ const KNOWN: [&str; 13] = [
     "minScore",
     "limit",
     "cursor",
+    "user",
 ];
 
 const DATES: &str = "a date (2026-11-30), a UTC time (2026-11-30T18:00:00Z) or Unix milliseconds";

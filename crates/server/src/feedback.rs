@@ -61,7 +61,7 @@ fn item(f: &Feedback) -> FeedbackItem {
     }
 }
 
-fn check_user(user: &str) -> Result<(), ApiError> {
+pub(crate) fn check_user(user: &str) -> Result<(), ApiError> {
     if valid_user_id(user) {
         Ok(())
     } else {
@@ -99,12 +99,15 @@ pub async fn give(
         signal,
         at_ms: pipeline::photo::now_ms(),
     };
+    // Heads are trained over the embedding model this process serves.
+    let model = state
+        .engine()
+        .ok()
+        .and_then(|e| e.embedding_model().map(|(m, _)| m.to_string()));
     let stored = state
         .pipeline()?
-        .store()
-        .give_feedback(&feedback)
-        .await
-        .map_err(pipeline::PipelineError::from)?;
+        .give_feedback(&feedback, model.as_deref())
+        .await?;
     if !stored {
         return Err(ApiError::PhotoNotFound {
             id: feedback.photo_id,

@@ -72,6 +72,8 @@ struct Shared {
     /// The task keeping it current, awaited at shutdown (it writes the
     /// last snapshot).
     search_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Every user's personal aesthetic head (kept by `aesthetics::watch`).
+    personal: pipeline::aesthetics::PersonalHeads,
 }
 
 /// Why the service could not start.
@@ -112,6 +114,7 @@ impl AppState {
                 workers: std::sync::Mutex::new(None),
                 search: OnceLock::new(),
                 search_task: std::sync::Mutex::new(None),
+                personal: pipeline::aesthetics::PersonalHeads::default(),
             }),
         })
     }
@@ -208,6 +211,18 @@ impl AppState {
             move |heads| engine.heads().serve_trained(&heads),
             self.inner.stop_workers.subscribe(),
         ));
+        // Personal aesthetic heads, polled alike.
+        tokio::spawn(pipeline::aesthetics::watch(
+            pipeline.clone(),
+            self.inner.personal.clone(),
+            every,
+            self.inner.stop_workers.subscribe(),
+        ));
+    }
+
+    /// Every user's personal aesthetic head this process serves.
+    pub fn personal_heads(&self) -> &pipeline::aesthetics::PersonalHeads {
+        &self.inner.personal
     }
 
     /// Starts the search catalogue and the task that keeps it current from

@@ -62,6 +62,7 @@ use crate::error::{ErrorBody, ErrorResponse};
         crate::search::QueryEcho,
         crate::search::PhraseEcho,
         crate::review::PhotoView,
+        crate::review::Aesthetics,
         crate::review::EmbeddingModel,
         crate::review::ReviewItem,
         crate::review::ReviewPage,

@@ -54,6 +54,18 @@ pub struct PhotoQuery {
     /// Comma-separated extras: `embedding` adds `analysis.embedding` (base64
     /// of float32, exactly as `POST /v1/analyze` gives it) and `embeddingModel`.
     pub include: Option<String>,
+    /// A user id: adds `aesthetics.personal`, that user's personal score
+    /// for the photo, when their head is trained.
+    pub user: Option<String>,
+}
+
+/// Aesthetic scores of a photo, each present only when its head exists.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Aesthetics {
+    /// 0..1: how likely the user would like it (their personal head, over
+    /// the photo's stored embedding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal: Option<f32>,
 }
 
 /// Which model made a stored embedding.
@@ -88,6 +100,10 @@ pub struct PhotoView {
     /// halving in weight every 14 days; 0 with none. `sort=popular` in
     /// search ranks by it.
     pub popular: f64,
+    /// With `user=`: `{"personal": 0..1}` once that user's head is trained
+    /// and the photo has an embedding of its model; `{}` until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aesthetics: Option<Aesthetics>,
 }
 
 /// Everything known about one photo: status, stage history, the analysis,
@@ -119,6 +135,9 @@ pub async fn get_photo(
         }
     }
     check_id(&id)?;
+    if let Some(user) = &query.user {
+        crate::feedback::check_user(user)?;
+    }
     let pipeline = state.pipeline()?;
     let mut record = pipeline.get(&id).await?;
     let mut embedding_model = None;
@@ -158,12 +177,36 @@ pub async fn get_photo(
         .map_err(pipeline::PipelineError::from)?;
     let popular = pipeline::feedback::Popularity::of(feedback.iter().map(|f| (f.signal, f.at_ms)))
         .at(pipeline::photo::now_ms());
+    let aesthetics = match &query.user {
+        Some(user) => Some(personal_scores(&state, &pipeline, &id, user).await?),
+        None => None,
+    };
     Ok(Json(PhotoView {
         record,
         embedding_model,
         concept_scores,
         popular,
+        aesthetics,
     }))
+}
+
+/// A photo's aesthetic scores for `user`, from their head (when trained)
+/// over the photo's stored embedding of the head's model.
+async fn personal_scores(
+    state: &AppState,
+    pipeline: &pipeline::Pipeline,
+    id: &str,
+    user: &str,
+) -> Result<Aesthetics, ApiError> {
+    let Some(head) = state.personal_heads().get(user) else {
+        return Ok(Aesthetics::default());
+    };
+    let embedding = pipeline.embedding(id, Some(&head.model)).await?;
+    Ok(Aesthetics {
+        personal: embedding
+            .filter(|e| e.model == head.model)
+            .map(|e| head.score(&e.vector.0)),
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

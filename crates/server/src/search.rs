@@ -43,6 +43,9 @@ pub struct SearchResult {
     pub concepts: Vec<(String, f32)>,
     pub width: u32,
     pub height: u32,
+    /// With `sort=aesthetic`: the user's personal score, 0..1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aesthetic: Option<f32>,
     /// The `small` thumbnail preset (signed when signing is on).
     pub thumbnail: String,
 }
@@ -200,9 +203,23 @@ async fn answer(
     vector: Option<Vec<f32>>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let similar = vector.is_some() || query.similar_to.is_some();
+    // sort=aesthetic: the user's head, or a clear refusal (never invented).
+    let head = match (&query.sort, &query.user) {
+        (Some(search::Sort::Aesthetic), Some(user)) => Some(
+            state
+                .personal_heads()
+                .get(user)
+                .ok_or_else(|| ApiError::NoPersonalHead { user: user.clone() })?,
+        ),
+        _ => None,
+    };
     let (page, reading, query) = tokio::task::spawn_blocking(move || {
+        let personal = head.as_ref().map(|h| search::Personal {
+            weights: &h.weights,
+            bias: h.bias,
+        });
         index
-            .search(&query, vector.as_deref())
+            .search(&query, vector.as_deref(), personal)
             .map(|(p, r)| (p, r, query))
     })
     .await
@@ -238,6 +255,7 @@ fn respond(
             thumbnail: crate::photos::thumbnail_url(state.signer(), &hit.id, "small"),
             id: hit.id,
             score: hit.score,
+            aesthetic: hit.aesthetic,
             concepts: hit.concepts,
             width: hit.width,
             height: hit.height,

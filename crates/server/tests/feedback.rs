@@ -127,6 +127,155 @@ async fn feedback_over_http(server: Server) {
     server.stop().await;
 }
 
+/// Green, growing things liked; sand, sky, water and wood disliked.
+const LIKED: [&str; 5] = [
+    "FreshFlower.jpg",
+    "YellowFlower.jpg",
+    "Garden.jpg",
+    "GreenMeadow.jpg",
+    "LadyBird.jpg",
+];
+const DISLIKED: [&str; 5] = [
+    "Dune.jpg",
+    "Storm.jpg",
+    "Aqua.jpg",
+    "Blinds.jpg",
+    "Wood.jpg",
+];
+
+/// A personal head trained from one user's feedback once they have 5
+/// signals of each kind, served without a restart, and scoring photos it
+/// was not trained on by that user's taste.
+async fn personal_heads_over_http(server: Server) {
+    let mut ids = std::collections::BTreeMap::new();
+    for name in LIKED.iter().chain(&DISLIKED).chain(&["TwoWings.jpg"]) {
+        ids.insert(*name, upload_photo(&server, camera(name), None).await);
+    }
+    ids.insert(
+        "rocket.jpg",
+        upload_photo(&server, sample("rocket.jpg"), None).await,
+    );
+    for (name, id) in &ids {
+        eventually(name, Duration::from_secs(300), async || {
+            let (_, photo) = request(&server, "GET", &format!("/v1/photos/{id}"), None).await;
+            photo["analysis"].is_object().then_some(())
+        })
+        .await;
+    }
+    let path = "/v1/users/green-fan/feedback";
+    let give = async |name: &str, signal: &str| {
+        let body = json!({"photoId": ids[name], "signal": signal});
+        let (status, answer) = request(&server, "POST", path, Some(body)).await;
+        assert_eq!(status, 202, "{answer}");
+    };
+    let personal = async |name: &str, user: &str| {
+        let (status, photo) = request(
+            &server,
+            "GET",
+            &format!("/v1/photos/{}?user={user}", ids[name]),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{photo}");
+        photo["aesthetics"]["personal"].as_f64()
+    };
+    // Too few signals: no head, and nothing invented.
+    for name in &LIKED[..4] {
+        give(name, "like").await;
+    }
+    for name in &DISLIKED[..4] {
+        give(name, "dislike").await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(personal("TwoWings.jpg", "green-fan").await, None);
+    // The fifth of each: trained in the background, then served.
+    give(LIKED[4], "pick").await;
+    give(DISLIKED[4], "skip").await;
+    let wings = eventually("the head served", Duration::from_secs(60), async || {
+        personal("TwoWings.jpg", "green-fan").await
+    })
+    .await;
+    let rocket = personal("rocket.jpg", "green-fan").await.unwrap();
+    assert!(
+        wings > rocket,
+        "a green photo she never saw scores {wings}, a rocket {rocket}"
+    );
+    assert!((0.0..=1.0).contains(&wings) && (0.0..=1.0).contains(&rocket));
+    // Search ranks by her taste: scores descending, a green photo first.
+    let every = "status=stored,analyzed,reviewed,indexed,published,needs_review,rejected,failed";
+    let page = eventually("ranked by taste", Duration::from_secs(30), async || {
+        let (status, page) = request(
+            &server,
+            "GET",
+            &format!("/v1/search?sort=aesthetic&user=green-fan&{every}&limit=100"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        (page["results"].as_array()?.len() == ids.len()).then_some(page)
+    })
+    .await;
+    let ranked: Vec<(String, f64)> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["aesthetic"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(ranked.windows(2).all(|w| w[0].1 >= w[1].1), "{page}");
+    let green: Vec<&String> = LIKED
+        .iter()
+        .chain(&["TwoWings.jpg"])
+        .map(|n| &ids[n])
+        .collect();
+    assert!(green.contains(&&ranked[0].0), "{page}");
+    assert_eq!(page["query"]["sort"], "aesthetic");
+    for (query, status, want) in [
+        ("sort=aesthetic", 400, "invalid_parameter"),
+        ("sort=aesthetic&user=nobody", 409, "no_personal_head"),
+    ] {
+        let (got, answer) = request(&server, "GET", &format!("/v1/search?{query}"), None).await;
+        assert_eq!((got, code(&answer)), (status, want), "{answer}");
+    }
+
+    // Another user has no head; a bad user id is refused.
+    assert_eq!(personal("TwoWings.jpg", "someone-else").await, None);
+    let (status, answer) = request(
+        &server,
+        "GET",
+        &format!("/v1/photos/{}?user=a%20b", ids["rocket.jpg"]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (400, "invalid_user_id"),
+        "{answer}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_embedded() {
+    personal_heads_over_http(Server::start(|c| c.pipeline.concept_poll_ms = 200).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_scale_out() {
+    let backends = ScaleOut::new("personal_http").await;
+    let server = Server::start(|c| {
+        backends.apply(c);
+        c.pipeline.concept_poll_ms = 200;
+    })
+    .await;
+    personal_heads_over_http(server).await;
+    backends.remove().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded() {
     feedback_over_http(Server::start(|_| {}).await).await;

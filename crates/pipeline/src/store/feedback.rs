@@ -1,8 +1,11 @@
 //! People's feedback in the metadata store (`feedback`): one row per user
 //! and photo, the last signal winning, written with its `feedback.given`
-//! event in one transaction.
+//! event in one transaction; and the personal aesthetic heads trained from
+//! it (`personal_heads`, one row per user, weights as float32 bytes).
 
-use domain::feedback::{Feedback, Signal};
+use domain::feedback::{Feedback, PersonalHead, Signal};
+
+use crate::analysis::Embedding;
 
 use super::{dispatch, MetaStore, StoreError, StoreResult};
 
@@ -41,6 +44,33 @@ impl MetaStore {
         dispatch!(self, s => s.feedback_on(photo_id).await)
     }
 
+    /// A user's signals on photos with an embedding of `model`, with the
+    /// embedding, by photo id (a stable order for the folds).
+    pub async fn feedback_examples(
+        &self,
+        user: &str,
+        model: &str,
+    ) -> StoreResult<Vec<(Feedback, Embedding)>> {
+        dispatch!(self, s => s.feedback_examples(user, model).await)
+    }
+
+    /// Stores a user's head with its `aesthetic.trained` event, unless the
+    /// stored one was trained through a later signal (false then).
+    pub async fn save_personal_head(&self, head: &PersonalHead) -> StoreResult<bool> {
+        dispatch!(self, s => s.save_personal_head(head).await)
+    }
+
+    /// A user's head, if one was trained.
+    pub async fn personal_head(&self, user: &str) -> StoreResult<Option<PersonalHead>> {
+        dispatch!(self, s => s.personal_head(user).await)
+    }
+
+    /// `(user, through_ms)` of every head: what a process polls to pick up
+    /// retrained ones.
+    pub async fn personal_head_versions(&self) -> StoreResult<Vec<(String, i64)>> {
+        dispatch!(self, s => s.personal_head_versions().await)
+    }
+
     /// All feedback in photo upload order, then by user, `limit` rows
     /// after `(photo seq, user)`: what a search build reads.
     pub async fn feedback_page(
@@ -50,6 +80,31 @@ impl MetaStore {
     ) -> StoreResult<Vec<(i64, Feedback)>> {
         dispatch!(self, s => s.feedback_page(after, limit).await)
     }
+}
+
+/// A head's row read back: `(user, model, weights, bias, positives,
+/// negatives, through, trained, metrics JSON)`.
+pub(crate) type HeadRow = (String, String, Vec<u8>, f64, i64, i64, i64, i64, String);
+
+pub(crate) fn head_from_row(row: HeadRow) -> StoreResult<PersonalHead> {
+    let (user, model, weights, bias, positives, negatives, through_ms, trained_ms, metrics) = row;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: format!("personal head {user}"),
+        reason,
+    };
+    let weights = Embedding::from_le_bytes(&weights).map_err(corrupt)?.0;
+    let metrics = serde_json::from_str(&metrics).map_err(|e| corrupt(e.to_string()))?;
+    Ok(PersonalHead {
+        user,
+        model,
+        weights,
+        bias: bias as f32,
+        positives: positives as usize,
+        negatives: negatives as usize,
+        through_ms,
+        trained_ms,
+        metrics,
+    })
 }
 
 /// Rows of `(photo seq, user, photo id, signal, at)` as feedback.

@@ -119,6 +119,9 @@ pub struct Hit {
     pub id: String,
     /// `None` for a listing (no text, no similar photo).
     pub score: Option<f32>,
+    /// With `sort=aesthetic`: the user's personal score, 0..1 (`None` for a
+    /// photo with no embedding).
+    pub aesthetic: Option<f32>,
     /// The photo's concepts, best first (at most [`RESULT_CONCEPTS`]).
     pub concepts: Vec<(String, f32)>,
     pub width: u32,
@@ -139,6 +142,25 @@ pub struct Facets {
 /// A text query resolved against the catalogue's terms: every unit must
 /// match; a unit matches through any of its `(term, weight)` expansions.
 pub type TextPlan = Vec<Vec<(u32, f32)>>;
+
+/// A user's personal aesthetic head, for `sort=aesthetic`: photos rank by
+/// `sigmoid(w · embedding + b)` (their similar-photo vector).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Personal<'a> {
+    pub weights: &'a [f32],
+    pub bias: f32,
+}
+
+impl Personal<'_> {
+    fn margin(&self, v: &[f32]) -> f64 {
+        self.weights
+            .iter()
+            .zip(v)
+            .map(|(w, x)| f64::from(*w) * f64::from(*x))
+            .sum::<f64>()
+            + f64::from(self.bias)
+    }
+}
 
 /// How a similar-photo query runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -433,6 +455,17 @@ impl Catalogue {
         plan: Option<&TextPlan>,
         similar: Option<VectorSearch<'_>>,
     ) -> Result<Page, SearchError> {
+        self.search_with(query, plan, similar, None)
+    }
+
+    /// [`Catalogue::search`], with the head `sort=aesthetic` ranks by.
+    pub fn search_with(
+        &self,
+        query: &Query,
+        plan: Option<&TextPlan>,
+        similar: Option<VectorSearch<'_>>,
+        personal: Option<Personal<'_>>,
+    ) -> Result<Page, SearchError> {
         let filter = self.filter(query);
         let text = plan.map(|p| self.text_scores(p));
         let ranked = text.is_some() || similar.is_some();
@@ -529,6 +562,9 @@ impl Catalogue {
                 Sort::Quality => e.quality as f64,
                 // Finite, for the cursor: below any photo someone liked.
                 Sort::Popular => (e.popular as f64).max(-1e30),
+                Sort::Aesthetic => personal
+                    .zip(self.vectors.as_ref().and_then(|v| v.vector(&e.id)))
+                    .map_or(-1e30, |(p, v)| p.margin(v)),
             }
         };
         let seq_of = |slot: u32| self.slots[slot as usize].as_ref().map_or(0, |e| e.seq);
@@ -574,9 +610,17 @@ impl Catalogue {
                     .collect();
                 concepts.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 concepts.truncate(RESULT_CONCEPTS);
+                let aesthetic = (sort == Sort::Aesthetic)
+                    .then(|| {
+                        let v = self.vectors.as_ref()?.vector(&e.id)?;
+                        let z = personal?.margin(v);
+                        Some((1.0 / (1.0 + (-z).exp())) as f32)
+                    })
+                    .flatten();
                 Hit {
                     id: e.id.to_string(),
                     score: ranked.then_some(score),
+                    aesthetic,
                     concepts,
                     width: e.width,
                     height: e.height,

@@ -1,11 +1,13 @@
 //! Feedback in the PostgreSQL store (see [`crate::store::feedback`]).
 
-use domain::feedback::Feedback;
+use domain::feedback::{Feedback, PersonalHead};
 
 use super::rows::*;
 use super::{Conn, PgStore};
+use crate::analysis::Embedding;
 use crate::event::Event;
-use crate::store::feedback::{rows_to_feedback, FeedbackCursor};
+use crate::store::embedding_from;
+use crate::store::feedback::{head_from_row, rows_to_feedback, FeedbackCursor, HeadRow};
 use crate::store::StoreResult;
 
 pub(super) const SCHEMA_SQL: &str = "
@@ -19,6 +21,17 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_recent ON feedback (user_id, at_ms, photo_seq);
 CREATE INDEX IF NOT EXISTS feedback_photo ON feedback (photo_seq);
+CREATE TABLE IF NOT EXISTS personal_heads (
+    user_id    TEXT PRIMARY KEY,
+    model      TEXT NOT NULL,
+    weights    BYTEA NOT NULL,
+    bias       DOUBLE PRECISION NOT NULL,
+    positives  BIGINT NOT NULL,
+    negatives  BIGINT NOT NULL,
+    through_ms BIGINT NOT NULL,
+    trained_ms BIGINT NOT NULL,
+    metrics    TEXT NOT NULL
+);
 ";
 
 impl PgStore {
@@ -88,6 +101,122 @@ impl PgStore {
             &[&seq, &user, &sql_limit(limit)],
         )
         .await
+    }
+
+    pub async fn feedback_examples(
+        &self,
+        user: &str,
+        model: &str,
+    ) -> StoreResult<Vec<(Feedback, Embedding)>> {
+        let mut lease = self.acquire().await?;
+        let Conn { client, .. } = lease.conn();
+        let rows = client
+            .query(
+                "SELECT f.photo_id, f.signal, f.at_ms, e.vector FROM feedback f \
+                 JOIN photo_embeddings e ON e.photo_seq = f.photo_seq AND e.model = $2 \
+                 WHERE f.user_id = $1 ORDER BY f.photo_id",
+                &[&user, &model],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                let photo_id: String = r.try_get(0).map_err(pg_error)?;
+                let bytes: Vec<u8> = r.try_get(3).map_err(pg_error)?;
+                let vector = embedding_from(&photo_id, &bytes)?;
+                let row = (
+                    0,
+                    user.to_string(),
+                    photo_id,
+                    r.try_get(1).map_err(pg_error)?,
+                    r.try_get(2).map_err(pg_error)?,
+                );
+                let (_, feedback) = rows_to_feedback(vec![row])?.remove(0);
+                Ok((feedback, vector))
+            })
+            .collect()
+    }
+
+    pub async fn save_personal_head(&self, head: &PersonalHead) -> StoreResult<bool> {
+        let mut lease = self.acquire().await?;
+        let Conn { client, statements } = lease.conn();
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let written = tx
+            .execute(
+                "INSERT INTO personal_heads (user_id, model, weights, bias, positives, \
+                 negatives, through_ms, trained_ms, metrics) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (user_id) DO UPDATE SET model = EXCLUDED.model, \
+                 weights = EXCLUDED.weights, bias = EXCLUDED.bias, \
+                 positives = EXCLUDED.positives, negatives = EXCLUDED.negatives, \
+                 through_ms = EXCLUDED.through_ms, trained_ms = EXCLUDED.trained_ms, \
+                 metrics = EXCLUDED.metrics \
+                 WHERE personal_heads.through_ms < EXCLUDED.through_ms",
+                &[
+                    &head.user,
+                    &head.model,
+                    &Embedding(head.weights.clone()).to_le_bytes(),
+                    &f64::from(head.bias),
+                    &(head.positives as i64),
+                    &(head.negatives as i64),
+                    &head.through_ms,
+                    &head.trained_ms,
+                    &to_json(&head.metrics)?,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if written == 0 {
+            return Ok(false);
+        }
+        append_in(statements, &tx, &[Event::for_personal_head(head)]).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+
+    pub async fn personal_head(&self, user: &str) -> StoreResult<Option<PersonalHead>> {
+        let mut lease = self.acquire().await?;
+        let Conn { client, .. } = lease.conn();
+        let row = client
+            .query_opt(
+                "SELECT user_id, model, weights, bias, positives, negatives, through_ms, \
+                 trained_ms, metrics FROM personal_heads WHERE user_id = $1",
+                &[&user],
+            )
+            .await
+            .map_err(pg_error)?;
+        row.map(|r| {
+            let row: HeadRow = (
+                r.try_get(0).map_err(pg_error)?,
+                r.try_get(1).map_err(pg_error)?,
+                r.try_get(2).map_err(pg_error)?,
+                r.try_get(3).map_err(pg_error)?,
+                r.try_get(4).map_err(pg_error)?,
+                r.try_get(5).map_err(pg_error)?,
+                r.try_get(6).map_err(pg_error)?,
+                r.try_get(7).map_err(pg_error)?,
+                r.try_get(8).map_err(pg_error)?,
+            );
+            head_from_row(row)
+        })
+        .transpose()
+    }
+
+    pub async fn personal_head_versions(&self) -> StoreResult<Vec<(String, i64)>> {
+        let mut lease = self.acquire().await?;
+        let Conn { client, .. } = lease.conn();
+        let rows = client
+            .query("SELECT user_id, through_ms FROM personal_heads", &[])
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(pg_error)?,
+                    r.try_get(1).map_err(pg_error)?,
+                ))
+            })
+            .collect()
     }
 
     /// Runs a feedback query whose columns are `(photo seq, user, photo

@@ -1,12 +1,14 @@
 //! Feedback in the SQLite store (see [`crate::store::feedback`]).
 
-use domain::feedback::Feedback;
-use rusqlite::{params, TransactionBehavior};
+use domain::feedback::{Feedback, PersonalHead};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::rows::*;
 use super::SqliteStore;
+use crate::analysis::Embedding;
 use crate::event::Event;
-use crate::store::feedback::{rows_to_feedback, FeedbackCursor};
+use crate::store::embedding_from;
+use crate::store::feedback::{head_from_row, rows_to_feedback, FeedbackCursor, HeadRow};
 use crate::store::StoreResult;
 
 pub(super) const SCHEMA: &str = "
@@ -20,6 +22,17 @@ CREATE TABLE IF NOT EXISTS feedback (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feedback_recent ON feedback (user_id, at_ms, photo_seq);
 CREATE INDEX IF NOT EXISTS feedback_photo ON feedback (photo_seq);
+CREATE TABLE IF NOT EXISTS personal_heads (
+    user_id    TEXT PRIMARY KEY,
+    model      TEXT NOT NULL,
+    weights    BLOB NOT NULL,
+    bias       REAL NOT NULL,
+    positives  INTEGER NOT NULL,
+    negatives  INTEGER NOT NULL,
+    through_ms INTEGER NOT NULL,
+    trained_ms INTEGER NOT NULL,
+    metrics    TEXT NOT NULL
+);
 ";
 
 impl SqliteStore {
@@ -93,6 +106,124 @@ impl SqliteStore {
              WHERE (photo_seq, user_id) > (?1, ?2) ORDER BY photo_seq, user_id LIMIT ?3",
             move |stmt| stmt.query(params![seq, user, sql_limit(limit)]),
         )
+        .await
+    }
+
+    pub async fn feedback_examples(
+        &self,
+        user: &str,
+        model: &str,
+    ) -> StoreResult<Vec<(Feedback, Embedding)>> {
+        let (user, model) = (user.to_string(), model.to_string());
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT f.photo_id, f.signal, f.at_ms, e.vector FROM feedback f \
+                     JOIN photo_embeddings e ON e.photo_seq = f.photo_seq AND e.model = ?2 \
+                     WHERE f.user_id = ?1 ORDER BY f.photo_id",
+                )
+                .map_err(db_err)?
+                .query_map(params![user, model], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            rows.into_iter()
+                .map(|(photo_id, signal, at_ms, bytes)| {
+                    let vector = embedding_from(&photo_id, &bytes)?;
+                    let row = (0, user.clone(), photo_id, signal, at_ms);
+                    let (_, feedback) = rows_to_feedback(vec![row])?.remove(0);
+                    Ok((feedback, vector))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn save_personal_head(&self, head: &PersonalHead) -> StoreResult<bool> {
+        let head = head.clone();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let written = tx
+                .execute(
+                    "INSERT INTO personal_heads (user_id, model, weights, bias, positives, \
+                     negatives, through_ms, trained_ms, metrics) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT (user_id) DO UPDATE SET model = excluded.model, \
+                     weights = excluded.weights, bias = excluded.bias, \
+                     positives = excluded.positives, negatives = excluded.negatives, \
+                     through_ms = excluded.through_ms, trained_ms = excluded.trained_ms, \
+                     metrics = excluded.metrics \
+                     WHERE personal_heads.through_ms < excluded.through_ms",
+                    params![
+                        head.user,
+                        head.model,
+                        Embedding(head.weights.clone()).to_le_bytes(),
+                        f64::from(head.bias),
+                        head.positives as i64,
+                        head.negatives as i64,
+                        head.through_ms,
+                        head.trained_ms,
+                        to_json(&head.metrics)?
+                    ],
+                )
+                .map_err(db_err)?;
+            if written == 0 {
+                return Ok(false);
+            }
+            insert_events(&tx, &[Event::for_personal_head(&head)])?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn personal_head(&self, user: &str) -> StoreResult<Option<PersonalHead>> {
+        let user = user.to_string();
+        self.read(move |conn| {
+            let row: Option<HeadRow> = conn
+                .prepare_cached(
+                    "SELECT user_id, model, weights, bias, positives, negatives, through_ms, \
+                     trained_ms, metrics FROM personal_heads WHERE user_id = ?1",
+                )
+                .map_err(db_err)?
+                .query_row(params![user], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                })
+                .optional()
+                .map_err(db_err)?;
+            row.map(head_from_row).transpose()
+        })
+        .await
+    }
+
+    pub async fn personal_head_versions(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT user_id, through_ms FROM personal_heads")
+                .map_err(db_err)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)
+        })
         .await
     }
 

@@ -1,0 +1,177 @@
+//! Personal aesthetic heads, learned from people's feedback.
+//!
+//! No pretrained aesthetic model can be had from the package registries,
+//! so Darkroom learns aesthetics the way the photo company personalised
+//! them: from what each person picks. Every signal is stored with its
+//! event ([`Pipeline::give_feedback`]) and queues a `train_aesthetic` job.
+//! Once a user has [`MIN_SIGNALS`] signals of each kind (like or pick for,
+//! dislike or skip against) on photos with a stored embedding, the job
+//! trains a class-balanced logistic model on those embeddings
+//! ([`learn::train`], the same as concepts) and stores it; a job that
+//! finds the head already current to the latest signal does nothing, so a
+//! burst of clicks trains once or twice, not once per click. Every process
+//! keeps the heads in memory ([`PersonalHeads`], kept by [`watch`]), so a
+//! retrained head is served within the poll interval, without a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use domain::feedback::{Feedback, PersonalHead, MIN_SIGNALS};
+
+use crate::job::Job;
+use crate::photo::now_ms;
+use crate::service::{Pipeline, PipelineResult};
+use crate::stage::StageError;
+
+impl Pipeline {
+    /// Records a signal (false when the photo is not stored) and, when
+    /// `model` names the embedding model heads are trained on, queues the
+    /// training of the user's head.
+    pub async fn give_feedback(
+        &self,
+        feedback: &Feedback,
+        model: Option<&str>,
+    ) -> PipelineResult<bool> {
+        if !self.store.give_feedback(feedback).await? {
+            return Ok(false);
+        }
+        if let Some(model) = model {
+            self.queue
+                .push(&Job::train_aesthetic(&feedback.user, model, feedback.at_ms))
+                .await?;
+        }
+        Ok(true)
+    }
+}
+
+/// The worker's `train_aesthetic` job: trains `user`'s head from their
+/// feedback so far, unless there is too little or the stored head is
+/// current to the latest signal.
+pub(crate) async fn train(pipeline: &Pipeline, user: &str, model: &str) -> Result<(), StageError> {
+    let store = &pipeline.store;
+    let examples = store.feedback_examples(user, model).await?;
+    let Some(through_ms) = examples.iter().map(|(f, _)| f.at_ms).max() else {
+        return Ok(());
+    };
+    if store
+        .personal_head(user)
+        .await?
+        .is_some_and(|h| h.through_ms >= through_ms && h.model == model)
+    {
+        return Ok(());
+    }
+    let mut set = learn::Examples::default();
+    for (feedback, embedding) in examples {
+        if feedback.signal.is_positive() {
+            set.positives.push(embedding.0);
+        } else {
+            set.negatives.push(embedding.0);
+        }
+    }
+    if set.positives.len() < MIN_SIGNALS || set.negatives.len() < MIN_SIGNALS {
+        return Ok(());
+    }
+    let (positives, negatives) = (set.positives.len(), set.negatives.len());
+    let trained =
+        tokio::task::spawn_blocking(move || learn::train(&set, &learn::Options::default()))
+            .await
+            .map_err(|e| StageError::Permanent(format!("training {user}'s head: {e}")))?
+            .map_err(|e| StageError::Permanent(format!("training {user}'s head: {e}")))?;
+    let head = PersonalHead {
+        user: user.to_string(),
+        model: model.to_string(),
+        weights: trained.model.weights,
+        bias: trained.model.bias,
+        positives,
+        negatives,
+        through_ms,
+        trained_ms: now_ms(),
+        metrics: trained.metrics,
+    };
+    store.save_personal_head(&head).await?;
+    Ok(())
+}
+
+/// Every user's head, in memory: what a process scores with.
+#[derive(Debug, Clone, Default)]
+pub struct PersonalHeads(Arc<RwLock<HashMap<String, Arc<PersonalHead>>>>);
+
+impl PersonalHeads {
+    pub fn get(&self, user: &str) -> Option<Arc<PersonalHead>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of the weights held (what heads cost per user).
+    pub fn memory_bytes(&self) -> usize {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.weights.len() * 4 + h.user.len() + std::mem::size_of::<PersonalHead>())
+            .sum()
+    }
+
+    fn install(&self, head: PersonalHead) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(head.user.clone(), Arc::new(head));
+    }
+}
+
+/// Keeps `heads` current: every `every`, reads which heads exist and how
+/// recent they are, and loads those that are new or retrained. Returns
+/// when `stop` turns true.
+pub async fn watch(
+    pipeline: Arc<Pipeline>,
+    heads: PersonalHeads,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut served: HashMap<String, i64> = HashMap::new();
+    let mut warned = false;
+    loop {
+        match pipeline.store.personal_head_versions().await {
+            Ok(versions) => {
+                for (user, through_ms) in versions {
+                    if served.get(&user) == Some(&through_ms) {
+                        continue;
+                    }
+                    match pipeline.store.personal_head(&user).await {
+                        Ok(Some(head)) => {
+                            served.insert(user, head.through_ms);
+                            heads.install(head);
+                        }
+                        Ok(None) => {}
+                        Err(e) => eprintln!("darkroom: reading {user}'s aesthetic head: {e}"),
+                    }
+                }
+                warned = false;
+            }
+            Err(e) if !warned => {
+                eprintln!(
+                    "darkroom: reading the aesthetic heads: {e} (still serving the last set)"
+                );
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
