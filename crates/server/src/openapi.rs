@@ -44,6 +44,7 @@ use crate::error::{ErrorBody, ErrorResponse};
         api::ImageInput,
         api::AnalyzeResponse,
         api::AnalyzeResult,
+        api::Scored,
         api::ImageFailure,
         api::ModelsResponse,
         api::HeadInfo,

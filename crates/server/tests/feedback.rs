@@ -201,6 +201,33 @@ async fn personal_heads_over_http(server: Server) {
         "a green photo she never saw scores {wings}, a rocket {rocket}"
     );
     assert!((0.0..=1.0).contains(&wings) && (0.0..=1.0).contains(&rocket));
+    // /v1/analyze scores a photo it is sent the same way, and leaves the
+    // embedding out unless asked for it.
+    let (status, analysed, _) = server
+        .post_to(
+            "/v1/analyze?user=green-fan",
+            "image/jpeg",
+            camera("TwoWings.jpg"),
+        )
+        .await;
+    assert_eq!(status, 200, "{analysed}");
+    let sent = analysed["results"][0]["aesthetics"]["personal"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (sent - wings).abs() < 1e-3,
+        "analyze {sent}, stored {wings}"
+    );
+    assert!(analysed["results"][0].get("embedding").is_none());
+    let (_, other, _) = server
+        .post_to(
+            "/v1/analyze?user=someone-else",
+            "image/jpeg",
+            camera("TwoWings.jpg"),
+        )
+        .await;
+    assert_eq!(other["results"][0]["aesthetics"], json!({}), "{other}");
+
     // Search ranks by her taste: scores descending, a green photo first.
     let every = "status=stored,analyzed,reviewed,indexed,published,needs_review,rejected,failed";
     let page = eventually("ranked by taste", Duration::from_secs(30), async || {

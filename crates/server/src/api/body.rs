@@ -58,6 +58,9 @@ pub struct AnalyzeQuery {
     pub include: Option<String>,
     /// The photo id for a raw-image body.
     pub id: Option<String>,
+    /// A user id: adds `aesthetics.personal`, that user's personal score,
+    /// to each photo once their head is trained.
+    pub user: Option<String>,
     /// The request's deadline, in milliseconds from its arrival (as the
     /// `X-Request-Deadline-Ms` header): photos not decoded by then are
     /// dropped as `deadline_exceeded`, and a request whose expected wait

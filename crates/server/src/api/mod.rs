@@ -30,8 +30,20 @@ use crate::AppState;
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum AnalyzeResult {
-    Ok(PhotoAnalysis),
+    Ok(Scored),
     Failed(ImageFailure),
+}
+
+/// A photo's analysis, with `user=`: that user's aesthetic scores.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scored {
+    #[serde(flatten)]
+    pub analysis: PhotoAnalysis,
+    /// With `user=`: `{"personal": 0..1}` once that user's head is trained
+    /// (over this photo's embedding); `{}` until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aesthetics: Option<crate::review::Aesthetics>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -157,8 +169,17 @@ async fn analyze_inner(
             limit: limits.max_images_per_request,
         });
     }
+    // user=: that user's head scores each photo's embedding, computed even
+    // when the answer leaves it out.
+    if let Some(user) = &query.user {
+        crate::feedback::check_user(user)?;
+    }
+    let head = query.user.as_deref().map(|u| state.personal_heads().get(u));
+    let mut options = params.options()?;
+    let show_embedding = options.embedding;
+    options.embedding |= head.as_ref().is_some_and(Option::is_some);
     let opts = engine
-        .options(params.models.as_deref(), params.options()?)?
+        .options(params.models.as_deref(), options)?
         .with_deadline(deadline);
     // Re-priced from the photos' headers: the body's estimate is replaced
     // by what each photo's decode and inference will take.
@@ -205,10 +226,23 @@ async fn analyze_inner(
         .map(|slot| {
             let (photo_id, outcome) = slot.expect("every task answers");
             match outcome {
-                Ok(analysis) => {
+                Ok(mut analysis) => {
                     state.metrics().image("ok");
                     any_ok = true;
-                    AnalyzeResult::Ok(analysis)
+                    let aesthetics = head.as_ref().map(|head| crate::review::Aesthetics {
+                        personal: head.as_ref().and_then(|h| {
+                            let e = analysis.embedding.as_ref()?;
+                            let same = engine.embedding_model().is_some_and(|(m, _)| m == h.model);
+                            same.then(|| h.score(&e.0))
+                        }),
+                    });
+                    if !show_embedding {
+                        analysis.embedding = None;
+                    }
+                    AnalyzeResult::Ok(Scored {
+                        analysis,
+                        aesthetics,
+                    })
                 }
                 Err(e) => {
                     state.metrics().image(e.code());
