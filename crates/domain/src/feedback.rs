@@ -110,6 +110,11 @@ impl Popularity {
 /// training takes (`learn::MIN_POSITIVES`).
 pub const MIN_SIGNALS: usize = learn::MIN_POSITIVES;
 
+/// The global head's key among the heads: trained from every user's
+/// feedback and reviewers' publish and reject decisions. No user id can be
+/// `*`, so it never clashes with a user's own.
+pub const GLOBAL_HEAD: &str = "*";
+
 /// A user's personal aesthetic head: a logistic model over one embedding
 /// model's vectors, trained from that user's feedback. `score` is the
 /// probability that the user would like a photo.

@@ -12,12 +12,19 @@
 //! burst of clicks trains once or twice, not once per click. Every process
 //! keeps the heads in memory ([`PersonalHeads`], kept by [`watch`]), so a
 //! retrained head is served within the poll interval, without a restart.
+//!
+//! The global head ([`GLOBAL_HEAD`]) is trained the same way from every
+//! user's signals plus reviewers' decisions (published for, rejected
+//! against), on a schedule: every `pipeline.aesthetic_global_every_s`
+//! each worker process queues the period's job, whose id is the period,
+//! so one runs ([`schedule_global`]). Until there are [`MIN_SIGNALS`] of
+//! each kind, it does not exist.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use domain::feedback::{Feedback, PersonalHead, MIN_SIGNALS};
+use domain::feedback::{Feedback, PersonalHead, GLOBAL_HEAD, MIN_SIGNALS};
 
 use crate::job::Job;
 use crate::photo::now_ms;
@@ -43,6 +50,26 @@ impl Pipeline {
         }
         Ok(true)
     }
+
+    /// Queues the global head's training for the period of `at_ms`, `every`
+    /// long (the job id is the period's start: one job per period however
+    /// many processes ask).
+    pub async fn retrain_global_aesthetic(
+        &self,
+        model: &str,
+        at_ms: i64,
+        every: Duration,
+    ) -> PipelineResult<()> {
+        let period = (every.as_millis() as i64).max(1);
+        self.queue
+            .push(&Job::train_aesthetic(
+                GLOBAL_HEAD,
+                model,
+                at_ms - at_ms.rem_euclid(period),
+            ))
+            .await?;
+        Ok(())
+    }
 }
 
 /// The worker's `train_aesthetic` job: trains `user`'s head from their
@@ -50,8 +77,22 @@ impl Pipeline {
 /// current to the latest signal.
 pub(crate) async fn train(pipeline: &Pipeline, user: &str, model: &str) -> Result<(), StageError> {
     let store = &pipeline.store;
-    let examples = store.feedback_examples(user, model).await?;
-    let Some(through_ms) = examples.iter().map(|(f, _)| f.at_ms).max() else {
+    // (for, at, embedding): the user's signals; for the global head every
+    // user's, and reviewers' decisions.
+    let mut examples: Vec<(bool, i64, Vec<f32>)> = Vec::new();
+    let global = user == GLOBAL_HEAD;
+    for (feedback, embedding) in store
+        .feedback_examples((!global).then_some(user), model)
+        .await?
+    {
+        examples.push((feedback.signal.is_positive(), feedback.at_ms, embedding.0));
+    }
+    if global {
+        for (_, published, at_ms, embedding) in store.review_examples(model).await? {
+            examples.push((published, at_ms, embedding.0));
+        }
+    }
+    let Some(through_ms) = examples.iter().map(|e| e.1).max() else {
         return Ok(());
     };
     if store
@@ -62,11 +103,11 @@ pub(crate) async fn train(pipeline: &Pipeline, user: &str, model: &str) -> Resul
         return Ok(());
     }
     let mut set = learn::Examples::default();
-    for (feedback, embedding) in examples {
-        if feedback.signal.is_positive() {
-            set.positives.push(embedding.0);
+    for (positive, _, embedding) in examples {
+        if positive {
+            set.positives.push(embedding);
         } else {
-            set.negatives.push(embedding.0);
+            set.negatives.push(embedding);
         }
     }
     if set.positives.len() < MIN_SIGNALS || set.negatives.len() < MIN_SIGNALS {
@@ -168,6 +209,29 @@ pub async fn watch(
                 warned = true;
             }
             Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Queues the global head's training every `every` (over the embeddings
+/// of `model`) until `stop` turns true. Runs in every worker process; the
+/// job id makes it one training per period.
+pub async fn schedule_global(
+    pipeline: Arc<Pipeline>,
+    model: String,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = pipeline
+            .retrain_global_aesthetic(&model, now_ms(), every)
+            .await
+        {
+            eprintln!("darkroom: queueing the global aesthetic head's training: {e}");
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -36,6 +36,10 @@ pub struct PipelineConfig {
     /// trained concept, in milliseconds: an activation is served everywhere
     /// within about this long.
     pub concept_poll_ms: u64,
+    /// How often the global aesthetic head is retrained from everyone's
+    /// feedback and reviewers' decisions, in seconds (by one worker; a run
+    /// with nothing new since the last does nothing).
+    pub aesthetic_global_every_s: u64,
 }
 
 impl Default for PipelineConfig {
@@ -54,6 +58,7 @@ impl Default for PipelineConfig {
             callbacks: CallbackConfig::default(),
             drain_s: 20,
             concept_poll_ms: 1_000,
+            aesthetic_global_every_s: 300,
         }
     }
 }

@@ -103,8 +103,8 @@ pub enum Sort {
     /// Most liked first: likes and picks (a pick counts 2), each halving
     /// in weight every 14 days (`domain::feedback::Popularity`).
     Popular,
-    /// Most likely liked by `user` first: their personal aesthetic head
-    /// over each photo's embedding.
+    /// Most likely liked first: `user`'s personal aesthetic head over each
+    /// photo's embedding, or the global head without `user`.
     Aesthetic,
 }
 
@@ -146,7 +146,7 @@ pub struct Query {
     pub min_score: Option<f32>,
     pub limit: usize,
     pub cursor: Option<String>,
-    /// Whose taste `sort=aesthetic` ranks by.
+    /// Whose taste `sort=aesthetic` ranks by (none: the global head's).
     pub user: Option<String>,
 }
 
@@ -252,13 +252,6 @@ impl Query {
             }
         }
         q.text = q.text.trim().to_string();
-        if q.sort == Some(Sort::Aesthetic) && q.user.is_none() {
-            return Err(SearchError::InvalidParameter {
-                name: "sort".into(),
-                value: "aesthetic".into(),
-                expected: "sort=aesthetic with user=USER (whose taste to rank by)".into(),
-            });
-        }
         if let (Some(from), Some(to)) = (q.from_ms, q.to_ms) {
             if from >= to {
                 return Err(SearchError::InvalidParameter {
@@ -502,7 +495,8 @@ mod tests {
             ("orientation", "diagonal"),
             ("size", "huge"),
             ("status", "gone"),
-            ("sort", "aesthetic"),
+            ("sort", "prettiest"),
+            ("user", "a b"),
             ("limit", "101"),
             ("limit", "0"),
             ("minScore", "2"),

@@ -69,8 +69,11 @@ pub enum ApiError {
     InvalidUserId { user: String },
     #[error("signal {got:?} is not one of like, dislike, pick, skip")]
     InvalidSignal { got: String },
-    #[error("user {user:?} has no personal aesthetic head yet: it is trained once they have given 5 signals of each kind (like or pick; dislike or skip) on analysed photos")]
-    NoPersonalHead { user: String },
+    #[error("{}", match user {
+        Some(user) => format!("user {user:?} has no personal aesthetic head yet: it is trained once they have given 5 signals of each kind (like or pick; dislike or skip) on analysed photos"),
+        None => "there is no global aesthetic head yet: it is trained from everyone's feedback and reviewers' decisions once there are 5 of each kind".to_string(),
+    })]
+    NoAestheticHead { user: Option<String> },
     #[error(
         "this process runs with role = \"worker\": it answers /healthz, /readyz and /metrics only"
     )]
@@ -226,7 +229,7 @@ impl ApiError {
             | ApiError::InvalidUserId { .. }
             | ApiError::InvalidSignal { .. } => StatusCode::BAD_REQUEST,
             ApiError::WorkerOnly => StatusCode::NOT_FOUND,
-            ApiError::NoPersonalHead { .. } => StatusCode::CONFLICT,
+            ApiError::NoAestheticHead { .. } => StatusCode::CONFLICT,
             ApiError::Image(e) => e.status(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -259,7 +262,7 @@ impl ApiError {
             ApiError::InvalidStatus { .. } => "invalid_status",
             ApiError::InvalidUserId { .. } => "invalid_user_id",
             ApiError::InvalidSignal { .. } => "invalid_signal",
-            ApiError::NoPersonalHead { .. } => "no_personal_head",
+            ApiError::NoAestheticHead { .. } => "no_aesthetic_head",
             ApiError::WorkerOnly => "worker_only",
             ApiError::Image(e) => e.code(),
             ApiError::Internal(_) => "internal_error",

@@ -171,6 +171,7 @@ impl AppState {
         }
         if self.inner.config.role.runs_workers() {
             self.start_workers();
+            self.schedule_global_aesthetic();
         }
         Ok(())
     }
@@ -215,6 +216,25 @@ impl AppState {
         tokio::spawn(pipeline::aesthetics::watch(
             pipeline.clone(),
             self.inner.personal.clone(),
+            every,
+            self.inner.stop_workers.subscribe(),
+        ));
+    }
+
+    /// Retrains the global aesthetic head every
+    /// `pipeline.aesthetic_global_every_s` (worker roles).
+    fn schedule_global_aesthetic(&self) {
+        let (Some(pipeline), Some(engine)) = (self.inner.pipeline.get(), self.inner.engine.get())
+        else {
+            return;
+        };
+        let Some((model, _)) = engine.embedding_model() else {
+            return;
+        };
+        let every = Duration::from_secs(self.inner.config.pipeline.aesthetic_global_every_s.max(1));
+        tokio::spawn(pipeline::aesthetics::schedule_global(
+            pipeline.clone(),
+            model.to_string(),
             every,
             self.inner.stop_workers.subscribe(),
         ));

@@ -62,10 +62,39 @@ pub struct PhotoQuery {
 /// Aesthetic scores of a photo, each present only when its head exists.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Aesthetics {
-    /// 0..1: how likely the user would like it (their personal head, over
-    /// the photo's stored embedding).
+    /// 0..1: how likely people at large would like it (the global head,
+    /// from everyone's feedback and reviewers' decisions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<f32>,
+    /// 0..1: how likely the user would like it (their personal head).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub personal: Option<f32>,
+}
+
+impl Aesthetics {
+    /// The scores of one embedding of `model`: the global head's, and with
+    /// `user` their head's, each when it exists and scores that model.
+    pub fn of(
+        heads: &pipeline::aesthetics::PersonalHeads,
+        user: Option<&str>,
+        model: &str,
+        embedding: &[f32],
+    ) -> Aesthetics {
+        let score = |key: &str| {
+            heads
+                .get(key)
+                .filter(|h| h.model == model)
+                .map(|h| h.score(embedding))
+        };
+        Aesthetics {
+            global: score(pipeline::feedback::GLOBAL_HEAD),
+            personal: user.and_then(score),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.global.is_none() && self.personal.is_none()
+    }
 }
 
 /// Which model made a stored embedding.
@@ -100,8 +129,9 @@ pub struct PhotoView {
     /// halving in weight every 14 days; 0 with none. `sort=popular` in
     /// search ranks by it.
     pub popular: f64,
-    /// With `user=`: `{"personal": 0..1}` once that user's head is trained
-    /// and the photo has an embedding of its model; `{}` until then.
+    /// `{"global", "personal"}`, each 0..1 and present only when its head
+    /// exists (`personal` with `user=`) and the photo has an embedding of
+    /// its model; `{}` with `user=` and neither; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aesthetics: Option<Aesthetics>,
 }
@@ -177,10 +207,7 @@ pub async fn get_photo(
         .map_err(pipeline::PipelineError::from)?;
     let popular = pipeline::feedback::Popularity::of(feedback.iter().map(|f| (f.signal, f.at_ms)))
         .at(pipeline::photo::now_ms());
-    let aesthetics = match &query.user {
-        Some(user) => Some(personal_scores(&state, &pipeline, &id, user).await?),
-        None => None,
-    };
+    let aesthetics = photo_aesthetics(&state, &pipeline, &id, query.user.as_deref()).await?;
     Ok(Json(PhotoView {
         record,
         embedding_model,
@@ -190,23 +217,28 @@ pub async fn get_photo(
     }))
 }
 
-/// A photo's aesthetic scores for `user`, from their head (when trained)
-/// over the photo's stored embedding of the head's model.
-async fn personal_scores(
+/// A stored photo's aesthetic scores: the global head's and, with `user`,
+/// their head's, over its stored embedding. `None` (left out) when there is
+/// no user and no global head.
+async fn photo_aesthetics(
     state: &AppState,
     pipeline: &pipeline::Pipeline,
     id: &str,
-    user: &str,
-) -> Result<Aesthetics, ApiError> {
-    let Some(head) = state.personal_heads().get(user) else {
-        return Ok(Aesthetics::default());
+    user: Option<&str>,
+) -> Result<Option<Aesthetics>, ApiError> {
+    let heads = state.personal_heads();
+    let model = user
+        .and_then(|u| heads.get(u))
+        .or_else(|| heads.get(pipeline::feedback::GLOBAL_HEAD))
+        .map(|h| h.model.clone());
+    let scores = match model {
+        Some(model) => match pipeline.embedding(id, Some(&model)).await? {
+            Some(e) if e.model == model => Aesthetics::of(heads, user, &model, &e.vector.0),
+            _ => Aesthetics::default(),
+        },
+        None => Aesthetics::default(),
     };
-    let embedding = pipeline.embedding(id, Some(&head.model)).await?;
-    Ok(Aesthetics {
-        personal: embedding
-            .filter(|e| e.model == head.model)
-            .map(|e| head.score(&e.vector.0)),
-    })
+    Ok((user.is_some() || !scores.is_empty()).then_some(scores))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

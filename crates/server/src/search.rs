@@ -203,14 +203,23 @@ async fn answer(
     vector: Option<Vec<f32>>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let similar = vector.is_some() || query.similar_to.is_some();
-    // sort=aesthetic: the user's head, or a clear refusal (never invented).
-    let head = match (&query.sort, &query.user) {
-        (Some(search::Sort::Aesthetic), Some(user)) => Some(
-            state
-                .personal_heads()
-                .get(user)
-                .ok_or_else(|| ApiError::NoPersonalHead { user: user.clone() })?,
-        ),
+    // sort=aesthetic: the user's head (the global one without a user), or
+    // a clear refusal: a score is never invented.
+    let head = match query.sort {
+        Some(search::Sort::Aesthetic) => {
+            let key = query
+                .user
+                .as_deref()
+                .unwrap_or(pipeline::feedback::GLOBAL_HEAD);
+            Some(
+                state
+                    .personal_heads()
+                    .get(key)
+                    .ok_or_else(|| ApiError::NoAestheticHead {
+                        user: query.user.clone(),
+                    })?,
+            )
+        }
         _ => None,
     };
     let (page, reading, query) = tokio::task::spawn_blocking(move || {

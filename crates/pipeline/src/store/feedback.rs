@@ -6,6 +6,8 @@
 use domain::feedback::{Feedback, PersonalHead, Signal};
 
 use crate::analysis::Embedding;
+use crate::photo::HumanReview;
+use crate::rules::Decision;
 
 use super::{dispatch, MetaStore, StoreError, StoreResult};
 
@@ -44,14 +46,40 @@ impl MetaStore {
         dispatch!(self, s => s.feedback_on(photo_id).await)
     }
 
-    /// A user's signals on photos with an embedding of `model`, with the
-    /// embedding, by photo id (a stable order for the folds).
+    /// A user's signals (every user's with `None`) on photos with an
+    /// embedding of `model`, with the embedding, by photo id then user (a
+    /// stable order for the folds).
     pub async fn feedback_examples(
         &self,
-        user: &str,
+        user: Option<&str>,
         model: &str,
     ) -> StoreResult<Vec<(Feedback, Embedding)>> {
         dispatch!(self, s => s.feedback_examples(user, model).await)
+    }
+
+    /// Photos a person published or rejected, with their embedding of
+    /// `model`: `(photo id, published, decided at, embedding)`, by photo id.
+    pub async fn review_examples(
+        &self,
+        model: &str,
+    ) -> StoreResult<Vec<(String, bool, i64, Embedding)>> {
+        let rows = dispatch!(self, s => s.review_examples(model).await)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (photo_id, review, bytes) in rows {
+            let review: HumanReview =
+                serde_json::from_str(&review).map_err(|e| StoreError::Corrupt {
+                    id: photo_id.clone(),
+                    reason: format!("human review: {e}"),
+                })?;
+            let published = match review.decision {
+                Decision::Publish => true,
+                Decision::Reject => false,
+                Decision::NeedsReview => continue,
+            };
+            let vector = super::embedding_from(&photo_id, &bytes)?;
+            out.push((photo_id, published, review.at_ms, vector));
+        }
+        Ok(out)
     }
 
     /// Stores a user's head with its `aesthetic.trained` event, unless the
@@ -105,6 +133,26 @@ pub(crate) fn head_from_row(row: HeadRow) -> StoreResult<PersonalHead> {
         trained_ms,
         metrics,
     })
+}
+
+/// Rows of `(user, photo id, signal, at, embedding bytes)` as examples.
+pub(crate) fn examples(
+    rows: Vec<(String, String, String, i64, Vec<u8>)>,
+) -> StoreResult<Vec<(Feedback, Embedding)>> {
+    rows.into_iter()
+        .map(|(user, photo_id, signal, at_ms, bytes)| {
+            let vector = super::embedding_from(&photo_id, &bytes)?;
+            Ok((
+                Feedback {
+                    signal: signal_of(&user, &photo_id, &signal)?,
+                    user,
+                    photo_id,
+                    at_ms,
+                },
+                vector,
+            ))
+        })
+        .collect()
 }
 
 /// Rows of `(photo seq, user, photo id, signal, at)` as feedback.

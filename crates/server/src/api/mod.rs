@@ -174,10 +174,15 @@ async fn analyze_inner(
     if let Some(user) = &query.user {
         crate::feedback::check_user(user)?;
     }
-    let head = query.user.as_deref().map(|u| state.personal_heads().get(u));
+    let heads = state.personal_heads();
+    let scoring = query
+        .user
+        .as_deref()
+        .is_some_and(|u| heads.get(u).is_some())
+        || heads.get(pipeline::feedback::GLOBAL_HEAD).is_some();
     let mut options = params.options()?;
     let show_embedding = options.embedding;
-    options.embedding |= head.as_ref().is_some_and(Option::is_some);
+    options.embedding |= scoring;
     let opts = engine
         .options(params.models.as_deref(), options)?
         .with_deadline(deadline);
@@ -229,13 +234,13 @@ async fn analyze_inner(
                 Ok(mut analysis) => {
                     state.metrics().image("ok");
                     any_ok = true;
-                    let aesthetics = head.as_ref().map(|head| crate::review::Aesthetics {
-                        personal: head.as_ref().and_then(|h| {
-                            let e = analysis.embedding.as_ref()?;
-                            let same = engine.embedding_model().is_some_and(|(m, _)| m == h.model);
-                            same.then(|| h.score(&e.0))
-                        }),
-                    });
+                    let scores = match (analysis.embedding.as_ref(), engine.embedding_model()) {
+                        (Some(e), Some((model, _))) => {
+                            crate::review::Aesthetics::of(heads, query.user.as_deref(), model, &e.0)
+                        }
+                        _ => Default::default(),
+                    };
+                    let aesthetics = (query.user.is_some() || !scores.is_empty()).then_some(scores);
                     if !show_embedding {
                         analysis.embedding = None;
                     }

@@ -6,8 +6,7 @@ use super::rows::*;
 use super::{Conn, PgStore};
 use crate::analysis::Embedding;
 use crate::event::Event;
-use crate::store::embedding_from;
-use crate::store::feedback::{head_from_row, rows_to_feedback, FeedbackCursor, HeadRow};
+use crate::store::feedback::{examples, head_from_row, rows_to_feedback, FeedbackCursor, HeadRow};
 use crate::store::StoreResult;
 
 pub(super) const SCHEMA_SQL: &str = "
@@ -105,34 +104,57 @@ impl PgStore {
 
     pub async fn feedback_examples(
         &self,
-        user: &str,
+        user: Option<&str>,
         model: &str,
     ) -> StoreResult<Vec<(Feedback, Embedding)>> {
         let mut lease = self.acquire().await?;
         let Conn { client, .. } = lease.conn();
         let rows = client
             .query(
-                "SELECT f.photo_id, f.signal, f.at_ms, e.vector FROM feedback f \
+                "SELECT f.user_id, f.photo_id, f.signal, f.at_ms, e.vector FROM feedback f \
                  JOIN photo_embeddings e ON e.photo_seq = f.photo_seq AND e.model = $2 \
-                 WHERE f.user_id = $1 ORDER BY f.photo_id",
+                 WHERE $1::TEXT IS NULL OR f.user_id = $1 ORDER BY f.photo_id, f.user_id",
                 &[&user, &model],
+            )
+            .await
+            .map_err(pg_error)?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(pg_error)?,
+                    r.try_get(1).map_err(pg_error)?,
+                    r.try_get(2).map_err(pg_error)?,
+                    r.try_get(3).map_err(pg_error)?,
+                    r.try_get(4).map_err(pg_error)?,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        examples(rows)
+    }
+
+    pub async fn review_examples(
+        &self,
+        model: &str,
+    ) -> StoreResult<Vec<(String, String, Vec<u8>)>> {
+        let mut lease = self.acquire().await?;
+        let Conn { client, .. } = lease.conn();
+        let rows = client
+            .query(
+                "SELECT p.id, p.human_review, e.vector FROM photos p \
+                 JOIN photo_embeddings e ON e.photo_seq = p.seq AND e.model = $1 \
+                 WHERE p.human_review IS NOT NULL ORDER BY p.id",
+                &[&model],
             )
             .await
             .map_err(pg_error)?;
         rows.iter()
             .map(|r| {
-                let photo_id: String = r.try_get(0).map_err(pg_error)?;
-                let bytes: Vec<u8> = r.try_get(3).map_err(pg_error)?;
-                let vector = embedding_from(&photo_id, &bytes)?;
-                let row = (
-                    0,
-                    user.to_string(),
-                    photo_id,
+                Ok((
+                    r.try_get(0).map_err(pg_error)?,
                     r.try_get(1).map_err(pg_error)?,
                     r.try_get(2).map_err(pg_error)?,
-                );
-                let (_, feedback) = rows_to_feedback(vec![row])?.remove(0);
-                Ok((feedback, vector))
+                ))
             })
             .collect()
     }

@@ -7,8 +7,7 @@ use super::rows::*;
 use super::SqliteStore;
 use crate::analysis::Embedding;
 use crate::event::Event;
-use crate::store::embedding_from;
-use crate::store::feedback::{head_from_row, rows_to_feedback, FeedbackCursor, HeadRow};
+use crate::store::feedback::{examples, head_from_row, rows_to_feedback, FeedbackCursor, HeadRow};
 use crate::store::StoreResult;
 
 pub(super) const SCHEMA: &str = "
@@ -111,37 +110,51 @@ impl SqliteStore {
 
     pub async fn feedback_examples(
         &self,
-        user: &str,
+        user: Option<&str>,
         model: &str,
     ) -> StoreResult<Vec<(Feedback, Embedding)>> {
-        let (user, model) = (user.to_string(), model.to_string());
+        let (user, model) = (user.map(str::to_string), model.to_string());
         self.read(move |conn| {
             let rows = conn
                 .prepare_cached(
-                    "SELECT f.photo_id, f.signal, f.at_ms, e.vector FROM feedback f \
+                    "SELECT f.user_id, f.photo_id, f.signal, f.at_ms, e.vector FROM feedback f \
                      JOIN photo_embeddings e ON e.photo_seq = f.photo_seq AND e.model = ?2 \
-                     WHERE f.user_id = ?1 ORDER BY f.photo_id",
+                     WHERE ?1 IS NULL OR f.user_id = ?1 ORDER BY f.photo_id, f.user_id",
                 )
                 .map_err(db_err)?
                 .query_map(params![user, model], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
                     ))
                 })
                 .map_err(db_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;
-            rows.into_iter()
-                .map(|(photo_id, signal, at_ms, bytes)| {
-                    let vector = embedding_from(&photo_id, &bytes)?;
-                    let row = (0, user.clone(), photo_id, signal, at_ms);
-                    let (_, feedback) = rows_to_feedback(vec![row])?.remove(0);
-                    Ok((feedback, vector))
-                })
-                .collect()
+            examples(rows)
+        })
+        .await
+    }
+
+    pub async fn review_examples(
+        &self,
+        model: &str,
+    ) -> StoreResult<Vec<(String, String, Vec<u8>)>> {
+        let model = model.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT p.id, p.human_review, e.vector FROM photos p \
+                 JOIN photo_embeddings e ON e.photo_seq = p.seq AND e.model = ?1 \
+                 WHERE p.human_review IS NOT NULL ORDER BY p.id",
+            )
+            .map_err(db_err)?
+            .query_map(params![model], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)
         })
         .await
     }
