@@ -165,6 +165,25 @@ impl PersonalHeads {
             .sum()
     }
 
+    /// Reads which heads exist and how recent they are, and loads those
+    /// that are new or retrained. Returns how many were loaded.
+    pub async fn refresh(
+        &self,
+        store: &crate::store::MetaStore,
+    ) -> crate::store::StoreResult<usize> {
+        let mut loaded = 0;
+        for (user, through_ms) in store.personal_head_versions().await? {
+            if self.get(&user).is_some_and(|h| h.through_ms == through_ms) {
+                continue;
+            }
+            if let Some(head) = store.personal_head(&user).await? {
+                self.install(head);
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
     fn install(&self, head: PersonalHead) {
         self.0
             .write()
@@ -173,35 +192,18 @@ impl PersonalHeads {
     }
 }
 
-/// Keeps `heads` current: every `every`, reads which heads exist and how
-/// recent they are, and loads those that are new or retrained. Returns
-/// when `stop` turns true.
+/// Keeps `heads` current: every `every`, [`PersonalHeads::refresh`].
+/// Returns when `stop` turns true.
 pub async fn watch(
     pipeline: Arc<Pipeline>,
     heads: PersonalHeads,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut served: HashMap<String, i64> = HashMap::new();
     let mut warned = false;
     loop {
-        match pipeline.store.personal_head_versions().await {
-            Ok(versions) => {
-                for (user, through_ms) in versions {
-                    if served.get(&user) == Some(&through_ms) {
-                        continue;
-                    }
-                    match pipeline.store.personal_head(&user).await {
-                        Ok(Some(head)) => {
-                            served.insert(user, head.through_ms);
-                            heads.install(head);
-                        }
-                        Ok(None) => {}
-                        Err(e) => eprintln!("darkroom: reading {user}'s aesthetic head: {e}"),
-                    }
-                }
-                warned = false;
-            }
+        match heads.refresh(&pipeline.store).await {
+            Ok(_) => warned = false,
             Err(e) if !warned => {
                 eprintln!(
                     "darkroom: reading the aesthetic heads: {e} (still serving the last set)"
