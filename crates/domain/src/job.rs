@@ -98,12 +98,12 @@ impl Job {
         }
     }
 
-    /// Training `user`'s personal head after their feedback at `at_ms` (one
-    /// job per signal; a job that finds the head already current to the
-    /// latest signal does nothing).
-    pub fn train_aesthetic(user: &str, model: &str, at_ms: i64) -> Job {
+    /// Training `user`'s personal head after their signal `key` (the photo
+    /// and its time: one job per signal, however close together; a job
+    /// that finds the head already current does nothing).
+    pub fn train_aesthetic(user: &str, model: &str, key: &str) -> Job {
         Job {
-            id: format!("aesthetic:{user}@{at_ms}"),
+            id: format!("aesthetic:{user}:{key}"),
             photo_id: String::new(),
             kind: JobKind::TrainAesthetic {
                 user: user.to_string(),

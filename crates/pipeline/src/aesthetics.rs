@@ -45,7 +45,11 @@ impl Pipeline {
         }
         if let Some(model) = model {
             self.queue
-                .push(&Job::train_aesthetic(&feedback.user, model, feedback.at_ms))
+                .push(&Job::train_aesthetic(
+                    &feedback.user,
+                    model,
+                    &format!("{}@{}", feedback.photo_id, feedback.at_ms),
+                ))
                 .await?;
         }
         Ok(true)
@@ -65,7 +69,7 @@ impl Pipeline {
             .push(&Job::train_aesthetic(
                 GLOBAL_HEAD,
                 model,
-                at_ms - at_ms.rem_euclid(period),
+                &format!("@{}", at_ms - at_ms.rem_euclid(period)),
             ))
             .await?;
         Ok(())
@@ -95,13 +99,6 @@ pub(crate) async fn train(pipeline: &Pipeline, user: &str, model: &str) -> Resul
     let Some(through_ms) = examples.iter().map(|e| e.1).max() else {
         return Ok(());
     };
-    if store
-        .personal_head(user)
-        .await?
-        .is_some_and(|h| h.through_ms >= through_ms && h.model == model)
-    {
-        return Ok(());
-    }
     let mut set = learn::Examples::default();
     for (positive, _, embedding) in examples {
         if positive {
@@ -111,6 +108,16 @@ pub(crate) async fn train(pipeline: &Pipeline, user: &str, model: &str) -> Resul
         }
     }
     if set.positives.len() < MIN_SIGNALS || set.negatives.len() < MIN_SIGNALS {
+        return Ok(());
+    }
+    // Current: trained through the latest signal, on as many of each kind
+    // (two signals in one millisecond, or a changed mind, change the counts).
+    let current = store.personal_head(user).await?.is_some_and(|h| {
+        h.model == model
+            && h.through_ms >= through_ms
+            && (h.positives, h.negatives) == (set.positives.len(), set.negatives.len())
+    });
+    if current {
         return Ok(());
     }
     let (positives, negatives) = (set.positives.len(), set.negatives.len());

@@ -146,14 +146,16 @@ const DISLIKED: [&str; 5] = [
 /// A personal head trained from one user's feedback once they have 5
 /// signals of each kind, served without a restart, and scoring photos it
 /// was not trained on by that user's taste.
-async fn personal_heads_over_http(server: Server) {
+async fn personal_heads_over_http(writer: Server, server: Server) {
+    // Photos and signals go in through one server; everything is read
+    // from the other, which learns of the heads by polling the store.
     let mut ids = std::collections::BTreeMap::new();
     for name in LIKED.iter().chain(&DISLIKED).chain(&["TwoWings.jpg"]) {
-        ids.insert(*name, upload_photo(&server, camera(name), None).await);
+        ids.insert(*name, upload_photo(&writer, camera(name), None).await);
     }
     ids.insert(
         "rocket.jpg",
-        upload_photo(&server, sample("rocket.jpg"), None).await,
+        upload_photo(&writer, sample("rocket.jpg"), None).await,
     );
     for (name, id) in &ids {
         eventually(name, Duration::from_secs(300), async || {
@@ -165,7 +167,7 @@ async fn personal_heads_over_http(server: Server) {
     let path = "/v1/users/green-fan/feedback";
     let give = async |name: &str, signal: &str| {
         let body = json!({"photoId": ids[name], "signal": signal});
-        let (status, answer) = request(&server, "POST", path, Some(body)).await;
+        let (status, answer) = request(&writer, "POST", path, Some(body)).await;
         assert_eq!(status, 202, "{answer}");
     };
     let personal = async |name: &str, user: &str| {
@@ -315,30 +317,40 @@ async fn personal_heads_over_http(server: Server) {
         "{answer}"
     );
     server.stop().await;
+    writer.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_embedded() {
-    personal_heads_over_http(
-        Server::start(|c| {
-            c.pipeline.concept_poll_ms = 200;
-            c.pipeline.aesthetic_global_every_s = 1;
-        })
-        .await,
-    )
-    .await;
+    let dir = std::env::temp_dir().join(format!("darkroom-test-personal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let shared = |c: &mut server::ServerConfig| {
+        c.storage = storage::StorageConfig::Local {
+            path: dir.join("blobs"),
+        };
+        c.metadata = pipeline::MetadataConfig::Sqlite {
+            path: dir.join("darkroom.db"),
+        };
+        c.pipeline.concept_poll_ms = 200;
+        c.pipeline.aesthetic_global_every_s = 1;
+    };
+    let writer = Server::start(shared).await;
+    let reader = Server::start(shared).await;
+    personal_heads_over_http(writer, reader).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_scale_out() {
     let backends = ScaleOut::new("personal_http").await;
-    let server = Server::start(|c| {
+    let tweak = |c: &mut server::ServerConfig| {
         backends.apply(c);
         c.pipeline.concept_poll_ms = 200;
         c.pipeline.aesthetic_global_every_s = 1;
-    })
-    .await;
-    personal_heads_over_http(server).await;
+    };
+    let writer = Server::start(tweak).await;
+    let reader = Server::start(tweak).await;
+    personal_heads_over_http(writer, reader).await;
     backends.remove().await;
 }
 

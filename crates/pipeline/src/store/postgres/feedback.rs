@@ -173,7 +173,7 @@ impl PgStore {
                  positives = EXCLUDED.positives, negatives = EXCLUDED.negatives, \
                  through_ms = EXCLUDED.through_ms, trained_ms = EXCLUDED.trained_ms, \
                  metrics = EXCLUDED.metrics \
-                 WHERE personal_heads.through_ms < EXCLUDED.through_ms",
+                 WHERE personal_heads.through_ms <= EXCLUDED.through_ms",
                 &[
                     &head.user,
                     &head.model,

@@ -175,7 +175,7 @@ impl SqliteStore {
                      positives = excluded.positives, negatives = excluded.negatives, \
                      through_ms = excluded.through_ms, trained_ms = excluded.trained_ms, \
                      metrics = excluded.metrics \
-                     WHERE personal_heads.through_ms < excluded.through_ms",
+                     WHERE personal_heads.through_ms <= excluded.through_ms",
                     params![
                         head.user,
                         head.model,
