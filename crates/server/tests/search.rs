@@ -331,7 +331,10 @@ async fn searches(
     for (query, status, expected) in [
         ("orientation=diagonal", 400, "invalid_parameter"),
         ("size=huge", 400, "invalid_parameter"),
-        ("sort=aesthetic", 400, "invalid_parameter"),
+        ("sort=prettiest", 400, "invalid_parameter"),
+        // No feedback yet: no global aesthetic head to rank by.
+        ("sort=aesthetic", 409, "no_aesthetic_head"),
+        ("sort=aesthetic&user=a%20b", 400, "invalid_parameter"),
         ("status=gone", 400, "invalid_parameter"),
         ("limit=101", 400, "invalid_parameter"),
         ("minScore=-1", 400, "invalid_parameter"),
