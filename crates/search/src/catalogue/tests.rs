@@ -1,4 +1,5 @@
 use super::*;
+use crate::query::Query;
 
 fn doc(i: usize, uploader: &str, terms: &[(&str, f32)]) -> Doc {
     Doc {
