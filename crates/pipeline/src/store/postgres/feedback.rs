@@ -118,18 +118,7 @@ impl PgStore {
             )
             .await
             .map_err(pg_error)?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(pg_error)?,
-                    r.try_get(1).map_err(pg_error)?,
-                    r.try_get(2).map_err(pg_error)?,
-                    r.try_get(3).map_err(pg_error)?,
-                    r.try_get(4).map_err(pg_error)?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = rows.iter().map(five).collect::<StoreResult<Vec<_>>>()?;
         examples(rows)
     }
 
@@ -251,18 +240,25 @@ impl PgStore {
         let mut lease = self.acquire().await?;
         let Conn { client, .. } = lease.conn();
         let rows = client.query(sql, params).await.map_err(pg_error)?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(pg_error)?,
-                    r.try_get(1).map_err(pg_error)?,
-                    r.try_get(2).map_err(pg_error)?,
-                    r.try_get(3).map_err(pg_error)?,
-                    r.try_get(4).map_err(pg_error)?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = rows.iter().map(five).collect::<StoreResult<Vec<_>>>()?;
         rows_to_feedback(rows)
     }
+}
+
+/// A row's first five columns, typed.
+fn five<A, B, C, D, E>(r: &tokio_postgres::Row) -> StoreResult<(A, B, C, D, E)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+    C: for<'a> tokio_postgres::types::FromSql<'a>,
+    D: for<'a> tokio_postgres::types::FromSql<'a>,
+    E: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    Ok((
+        r.try_get(0).map_err(pg_error)?,
+        r.try_get(1).map_err(pg_error)?,
+        r.try_get(2).map_err(pg_error)?,
+        r.try_get(3).map_err(pg_error)?,
+        r.try_get(4).map_err(pg_error)?,
+    ))
 }
