@@ -7,6 +7,12 @@
 //! threshold that reaches the target precision with the most recall, and
 //! refits on every example for serving. The same examples in the same order
 //! give the same model, bit for bit.
+//!
+//! The cross-validation is [`train_family`], for any [`Family`] of models:
+//! [`Linear`] is the logistic regression, optionally as an offset on a
+//! prior head (regularised toward it rather than toward zero). Other
+//! families are measured against it the same way
+//! (`crates/pipeline/examples/head_choice.rs`).
 
 mod logistic;
 pub mod metrics;
@@ -18,7 +24,8 @@ pub use logistic::Logistic;
 /// The regularisation strengths tried, weakest last.
 pub const L2_GRID: [f64; 5] = [1.0, 0.1, 0.01, 1e-3, 1e-4];
 
-/// Fewer positives than this cannot be trained on.
+/// Fewer positives than this cannot be trained on (the default of
+/// [`Options::min_positives`]).
 pub const MIN_POSITIVES: usize = 5;
 
 /// What to train on: embeddings of one length (L2-normalised), each a
@@ -42,6 +49,8 @@ pub struct Options {
     pub max_iter: usize,
     /// The fit stops when the gradient's norm falls below this.
     pub tolerance: f64,
+    /// Fewer positives than this are refused (at least 2).
+    pub min_positives: usize,
 }
 
 impl Default for Options {
@@ -51,6 +60,7 @@ impl Default for Options {
             folds: 5,
             max_iter: 500,
             tolerance: 1e-5,
+            min_positives: MIN_POSITIVES,
         }
     }
 }
@@ -79,17 +89,71 @@ pub struct Metrics {
 
 /// A trained concept: the scorer and its out-of-fold metrics.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Trained {
-    pub model: Logistic,
+pub struct Trained<M = Logistic> {
+    pub model: M,
     pub metrics: Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LearnError {
-    #[error("{positives} positives and {negatives} negatives: at least {MIN_POSITIVES} positives and 2 negatives are needed")]
-    TooFewExamples { positives: usize, negatives: usize },
+    #[error("{positives} positives and {negatives} negatives: at least {needed} positives and 2 negatives are needed")]
+    TooFewExamples {
+        positives: usize,
+        negatives: usize,
+        needed: usize,
+    },
     #[error("an embedding has {found} values where the others have {expected}")]
     Dimensions { expected: usize, found: usize },
+}
+
+/// What one fit reads: rows of `dim` features (L2-normalised embeddings,
+/// so every row has norm at most 1), labels and per-row weights.
+pub struct Problem<'a> {
+    pub rows: Vec<&'a [f32]>,
+    pub labels: Vec<bool>,
+    pub weights: Vec<f64>,
+    pub dim: usize,
+}
+
+/// A kind of model that cross-validation can choose the regularisation of.
+pub trait Family {
+    type Model;
+    /// The regularisation strengths tried, in order of preference on ties.
+    fn grid(&self) -> &[f64];
+    fn fit(&self, problem: &Problem<'_>, l2: f64, options: &Options) -> Self::Model;
+    /// 0..1, higher for more likely positive.
+    fn score(&self, model: &Self::Model, x: &[f32]) -> f32;
+}
+
+/// Logistic regression over the embedding ([`Logistic`]), fitted from
+/// zero, or with `prior` as an offset: the fit starts from the prior's
+/// weights and is regularised toward them, so with few examples it stays
+/// near the prior and with many it moves to what they say.
+#[derive(Debug, Clone, Default)]
+pub struct Linear {
+    pub prior: Option<Logistic>,
+}
+
+impl Family for Linear {
+    type Model = Logistic;
+
+    fn grid(&self) -> &[f64] {
+        &L2_GRID
+    }
+
+    fn fit(&self, problem: &Problem<'_>, l2: f64, options: &Options) -> Logistic {
+        logistic::fit(
+            problem,
+            l2,
+            self.prior.as_ref(),
+            options.max_iter,
+            options.tolerance,
+        )
+    }
+
+    fn score(&self, model: &Logistic, x: &[f32]) -> f32 {
+        model.score(x)
+    }
 }
 
 /// Trains a concept on `examples` (see the crate's documentation).
@@ -104,11 +168,25 @@ pub fn train_with_progress(
     options: &Options,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Trained, LearnError> {
+    train_family(&Linear::default(), examples, options, progress)
+}
+
+/// Trains a model of `family` on `examples`: the regularisation chosen by
+/// stratified k-fold cross-validation, out-of-fold metrics, and the model
+/// refitted on every example.
+pub fn train_family<F: Family>(
+    family: &F,
+    examples: &Examples,
+    options: &Options,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Trained<F::Model>, LearnError> {
     let (n_pos, n_neg) = (examples.positives.len(), examples.negatives.len());
-    if n_pos < MIN_POSITIVES || n_neg < 2 {
+    let needed = options.min_positives.max(2);
+    if n_pos < needed || n_neg < 2 {
         return Err(LearnError::TooFewExamples {
             positives: n_pos,
             negatives: n_neg,
+            needed,
         });
     }
     let dim = examples.positives[0].len();
@@ -133,27 +211,23 @@ pub fn train_with_progress(
         .map(|i| (if i < n_pos { i } else { i - n_pos }) % folds)
         .collect();
 
-    let total = L2_GRID.len() * folds + 1;
+    let grid = family.grid();
+    let total = grid.len() * folds + 1;
     let mut done = 0;
     let mut best: Option<(f64, f64, Vec<f32>)> = None;
-    for &l2 in &L2_GRID {
+    for &l2 in grid {
         let mut scores = vec![0.0f32; rows.len()];
         for fold in 0..folds {
             let train: Vec<usize> = (0..rows.len()).filter(|&i| fold_of[i] != fold).collect();
-            let model = logistic::fit(
-                &problem(&rows, &labels, &train, dim),
-                l2,
-                options.max_iter,
-                options.tolerance,
-            );
+            let model = family.fit(&problem(&rows, &labels, &train, dim), l2, options);
             for i in (0..rows.len()).filter(|&i| fold_of[i] == fold) {
-                scores[i] = model.score(rows[i]);
+                scores[i] = family.score(&model, rows[i]);
             }
             done += 1;
             progress(done, total);
         }
         let ap = metrics::average_precision(&metrics::curve(&scores, &labels));
-        // Ties go to the stronger regularisation, tried first.
+        // Ties go to the earlier strength (the stronger regularisation).
         if best
             .as_ref()
             .is_none_or(|(best_ap, _, _)| ap > *best_ap + 1e-9)
@@ -166,12 +240,7 @@ pub fn train_with_progress(
     let (point, meets_target) =
         metrics::for_precision(&curve, options.target_precision).expect("there are positives");
     let all: Vec<usize> = (0..rows.len()).collect();
-    let model = logistic::fit(
-        &problem(&rows, &labels, &all, dim),
-        l2,
-        options.max_iter,
-        options.tolerance,
-    );
+    let model = family.fit(&problem(&rows, &labels, &all, dim), l2, options);
     progress(total, total);
     Ok(Trained {
         model,
@@ -192,16 +261,11 @@ pub fn train_with_progress(
 }
 
 /// The rows in `subset`, weighted so that each class counts for half.
-fn problem<'a>(
-    rows: &[&'a [f32]],
-    labels: &[bool],
-    subset: &[usize],
-    dim: usize,
-) -> logistic::Problem<'a> {
+fn problem<'a>(rows: &[&'a [f32]], labels: &[bool], subset: &[usize], dim: usize) -> Problem<'a> {
     let pos = subset.iter().filter(|&&i| labels[i]).count().max(1) as f64;
     let neg = subset.iter().filter(|&&i| !labels[i]).count().max(1) as f64;
     let n = subset.len() as f64;
-    logistic::Problem {
+    Problem {
         rows: subset.iter().map(|&i| rows[i]).collect(),
         labels: subset.iter().map(|&i| labels[i]).collect(),
         weights: subset
@@ -305,6 +369,49 @@ mod tests {
         assert!(!t.metrics.meets_target, "{:?}", t.metrics);
     }
 
+    /// An offset on a prior head is regularised toward the prior: held
+    /// hard, it stays the prior; without a prior, it shrinks to zero.
+    #[test]
+    fn a_prior_is_what_the_fit_is_regularised_toward() {
+        let examples = separable(12, 30);
+        let prior = train(&examples, &Options::default()).unwrap().model;
+        let noise = {
+            let mut rng = Rng(5);
+            Examples {
+                positives: (0..8)
+                    .map(|_| normalised((0..32).map(|_| rng.next()).collect()))
+                    .collect(),
+                negatives: (0..8)
+                    .map(|_| normalised((0..32).map(|_| rng.next()).collect()))
+                    .collect(),
+                background_negatives: 0,
+            }
+        };
+        let all: Vec<usize> = (0..16).collect();
+        let rows: Vec<&[f32]> = noise
+            .positives
+            .iter()
+            .chain(&noise.negatives)
+            .map(Vec::as_slice)
+            .collect();
+        let labels: Vec<bool> = (0..16).map(|i| i < 8).collect();
+        let p = problem(&rows, &labels, &all, 32);
+        let held = logistic::fit(&p, 1e6, Some(&prior), 500, 1e-9);
+        let gap = |m: &Logistic, w: &[f32]| -> f32 {
+            m.weights
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        };
+        assert!(gap(&held, &prior.weights) < 1e-3, "{held:?}");
+        let plain = logistic::fit(&p, 1e6, None, 500, 1e-9);
+        assert!(gap(&plain, &[0.0; 32]) < 1e-3, "{plain:?}");
+        // Left free, the offset moves away from the prior toward the data.
+        let free = logistic::fit(&p, 1e-4, Some(&prior), 500, 1e-9);
+        assert!(gap(&free, &prior.weights) > 0.1, "{free:?}");
+    }
+
     #[test]
     fn too_few_examples_and_mixed_lengths_are_refused() {
         let e = separable(4, 10);
@@ -312,9 +419,15 @@ mod tests {
             train(&e, &Options::default()),
             Err(LearnError::TooFewExamples {
                 positives: 4,
-                negatives: 10
+                negatives: 10,
+                needed: 5
             })
         );
+        let fewer = Options {
+            min_positives: 4,
+            ..Options::default()
+        };
+        assert!(train(&e, &fewer).is_ok());
         let mut e = separable(6, 10);
         e.negatives[3].pop();
         assert_eq!(

@@ -37,21 +37,21 @@ fn dot(w: &[f32], x: &[f32]) -> f64 {
         .sum()
 }
 
-/// What a fit reads: rows of `dim` features (L2-normalised embeddings, so
-/// every row has norm at most 1), labels and per-row weights.
-pub(crate) struct Problem<'a> {
-    pub rows: Vec<&'a [f32]>,
-    pub labels: Vec<bool>,
-    pub weights: Vec<f64>,
-    pub dim: usize,
-}
+use crate::Problem;
 
-/// Minimises `Σ wᵢ·logloss(yᵢ, w·xᵢ + b) / Σ wᵢ + l2/2·‖w‖²` (the bias is
-/// not penalised). The gradient is Lipschitz with constant at most
+/// Minimises `Σ wᵢ·logloss(yᵢ, w·xᵢ + b) / Σ wᵢ + l2/2·‖w − w₀‖²` (the
+/// bias is not penalised), where `w₀` is the prior's weights (zero without
+/// one); the fit starts from the prior. The gradient is Lipschitz with constant at most
 /// `max‖xᵢ‖²/4 + l2` (≤ 1/4 + l2 for normalised rows, plus 1/4 for the
 /// bias), which fixes the step; iterations stop when the gradient's norm is
 /// below `tolerance` or after `max_iter`.
-pub(crate) fn fit(p: &Problem<'_>, l2: f64, max_iter: usize, tolerance: f64) -> Logistic {
+pub(crate) fn fit(
+    p: &Problem<'_>,
+    l2: f64,
+    prior: Option<&Logistic>,
+    max_iter: usize,
+    tolerance: f64,
+) -> Logistic {
     let d = p.dim;
     let total: f64 = p.weights.iter().sum();
     let max_norm2 = p
@@ -63,7 +63,15 @@ pub(crate) fn fit(p: &Problem<'_>, l2: f64, max_iter: usize, tolerance: f64) -> 
     let lipschitz = (max_norm2 + 1.0) / 4.0 + l2;
     let step = 1.0 / lipschitz;
     // Parameters: d weights, then the bias.
+    let mut centre = vec![0.0f64; d];
     let mut theta = vec![0.0f64; d + 1];
+    if let Some(prior) = prior.filter(|h| h.weights.len() == d) {
+        for (c, w) in centre.iter_mut().zip(&prior.weights) {
+            *c = f64::from(*w);
+        }
+        theta[..d].copy_from_slice(&centre);
+        theta[d] = f64::from(prior.bias);
+    }
     let mut previous = theta.clone();
     let mut look = theta.clone();
     let mut grad = vec![0.0f64; d + 1];
@@ -83,8 +91,8 @@ pub(crate) fn fit(p: &Problem<'_>, l2: f64, max_iter: usize, tolerance: f64) -> 
             }
             grad[d] += residual;
         }
-        for (g, th) in grad[..d].iter_mut().zip(&look[..d]) {
-            *g += l2 * th;
+        for ((g, th), c) in grad[..d].iter_mut().zip(&look[..d]).zip(&centre) {
+            *g += l2 * (th - c);
         }
         let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         if norm < tolerance {
