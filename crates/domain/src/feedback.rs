@@ -106,9 +106,10 @@ impl Popularity {
 }
 
 /// Fewest signals of each kind (for: like, pick; against: dislike, skip)
-/// before a user's personal head is trained: the fewest positives concept
-/// training takes (`learn::MIN_POSITIVES`).
-pub const MIN_SIGNALS: usize = learn::MIN_POSITIVES;
+/// before a user's personal head is trained. Four of each already rank a
+/// consistent taste well above chance (`bench/aesthetics.py`), and
+/// cross-validation has four folds to choose the regularisation with.
+pub const MIN_SIGNALS: usize = 4;
 
 /// The global head's key among the heads: trained from every user's
 /// feedback and reviewers' publish and reject decisions. No user id can be

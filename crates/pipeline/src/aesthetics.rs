@@ -74,6 +74,18 @@ impl Pipeline {
             .await?;
         Ok(())
     }
+
+    /// Queues the global head's training now, whatever the schedule
+    /// (`POST /v1/aesthetics/retrain`). Returns the job's id.
+    pub async fn retrain_global_aesthetic_now(
+        &self,
+        model: &str,
+        at_ms: i64,
+    ) -> PipelineResult<String> {
+        let job = Job::train_aesthetic(GLOBAL_HEAD, model, &format!("now@{at_ms}"));
+        self.queue.push(&job).await?;
+        Ok(job.id)
+    }
 }
 
 /// The worker's `train_aesthetic` job: trains `user`'s head from their
@@ -121,11 +133,14 @@ pub(crate) async fn train(pipeline: &Pipeline, user: &str, model: &str) -> Resul
         return Ok(());
     }
     let (positives, negatives) = (set.positives.len(), set.negatives.len());
-    let trained =
-        tokio::task::spawn_blocking(move || learn::train(&set, &learn::Options::default()))
-            .await
-            .map_err(|e| StageError::Permanent(format!("training {user}'s head: {e}")))?
-            .map_err(|e| StageError::Permanent(format!("training {user}'s head: {e}")))?;
+    let options = learn::Options {
+        min_positives: MIN_SIGNALS,
+        ..learn::Options::default()
+    };
+    let trained = tokio::task::spawn_blocking(move || learn::train(&set, &options))
+        .await
+        .map_err(|e| StageError::Permanent(format!("training {user}'s head: {e}")))?
+        .map_err(|e| StageError::Permanent(format!("training {user}'s head: {e}")))?;
     let head = PersonalHead {
         user: user.to_string(),
         model: model.to_string(),

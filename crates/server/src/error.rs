@@ -70,8 +70,8 @@ pub enum ApiError {
     #[error("signal {got:?} is not one of like, dislike, pick, skip")]
     InvalidSignal { got: String },
     #[error("{}", match user {
-        Some(user) => format!("user {user:?} has no personal aesthetic head yet: it is trained once they have given 5 signals of each kind (like or pick; dislike or skip) on analysed photos"),
-        None => "there is no global aesthetic head yet: it is trained from everyone's feedback and reviewers' decisions once there are 5 of each kind".to_string(),
+        Some(user) => format!("user {user:?} has no personal aesthetic head yet: it is trained once they have given {} signals of each kind (like or pick; dislike or skip) on analysed photos", pipeline::feedback::MIN_SIGNALS),
+        None => format!("there is no global aesthetic head yet: it is trained from everyone's feedback and reviewers' decisions once there are {} of each kind", pipeline::feedback::MIN_SIGNALS),
     })]
     NoAestheticHead { user: Option<String> },
     #[error(

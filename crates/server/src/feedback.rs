@@ -1,12 +1,16 @@
 //! `/v1/users/{user}/feedback`: what people say about photos (like,
 //! dislike, pick, skip). Stored with its event, the last signal per user
 //! and photo winning; what the personal aesthetic heads learn from.
+//! `/v1/users/{user}/aesthetic` and `/v1/aesthetics` show the heads this
+//! process serves; `POST /v1/aesthetics/retrain` retrains the global one now.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pipeline::feedback::{valid_user_id, Feedback, Signal, MAX_USER_ID};
+use pipeline::feedback::{
+    valid_user_id, Feedback, PersonalHead, Signal, GLOBAL_HEAD, MAX_USER_ID, MIN_SIGNALS,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -99,11 +103,7 @@ pub async fn give(
         signal,
         at_ms: pipeline::photo::now_ms(),
     };
-    // Heads are trained over the embedding model this process serves.
-    let model = state
-        .engine()
-        .ok()
-        .and_then(|e| e.embedding_model().map(|(m, _)| m.to_string()));
+    let model = head_model(&state);
     let stored = state
         .pipeline()?
         .give_feedback(&feedback, model.as_deref())
@@ -148,4 +148,96 @@ pub async fn list(
         feedback: rows.iter().take(limit).map(|(_, f)| item(f)).collect(),
         next_cursor,
     }))
+}
+
+/// The embedding model heads are trained over: the one this process serves.
+fn head_model(state: &AppState) -> Option<String> {
+    state
+        .engine()
+        .ok()
+        .and_then(|e| e.embedding_model().map(|(m, _)| m.to_string()))
+}
+
+/// The personal aesthetic head this process serves for a user: how many
+/// signals of each kind it learned from, through when, and its out-of-fold
+/// metrics (`metrics.ap`: how well it told the user's likes from dislikes on
+/// signals it was not fitted to).
+#[utoipa::path(get, path = "/v1/users/{user}/aesthetic",
+    params(("user" = String, Path)),
+    responses(
+        (status = 200, description = "`{user, model, positives, negatives, throughMs, trainedMs, metrics}`", body = Object),
+        (status = 400, description = "invalid_user_id", body = crate::error::ErrorResponse),
+        (status = 409, description = "no_aesthetic_head: not trained yet (too few signals of a kind, or training under way)", body = crate::error::ErrorResponse),
+    ))]
+pub async fn head(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Json<PersonalHead>, ApiError> {
+    check_user(&user)?;
+    match state.personal_heads().get(&user) {
+        Some(head) => Ok(Json(PersonalHead::clone(&head))),
+        None => Err(ApiError::NoAestheticHead { user: Some(user) }),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AestheticsView {
+    /// The global head (`{model, positives, negatives, throughMs,
+    /// trainedMs, metrics}`); absent until there is enough feedback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub global: Option<PersonalHead>,
+    /// How many users have a personal head served here.
+    pub personal_heads: usize,
+    /// Signals of each kind (for: like, pick; against: dislike, skip) a
+    /// head needs before it is trained.
+    pub min_signals: usize,
+    /// The embedding model heads are trained over (absent in a process
+    /// that serves no embedding model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The aesthetic heads this process serves.
+#[utoipa::path(get, path = "/v1/aesthetics",
+    responses((status = 200, description = "`{global?, personalHeads, minSignals, model?}`", body = AestheticsView)))]
+pub async fn overview(State(state): State<AppState>) -> Json<AestheticsView> {
+    let heads = state.personal_heads();
+    let global = heads.get(GLOBAL_HEAD).map(|h| PersonalHead::clone(&h));
+    Json(AestheticsView {
+        personal_heads: heads.len() - usize::from(global.is_some()),
+        global,
+        min_signals: MIN_SIGNALS,
+        model: head_model(&state),
+    })
+}
+
+/// Queues the global head's training now (it is also retrained every
+/// `pipeline.aesthetic_global_every_s`). A worker trains it when there are
+/// enough signals of each kind; `GET /v1/aesthetics` shows it once served.
+#[utoipa::path(post, path = "/v1/aesthetics/retrain",
+    responses(
+        (status = 202, description = "`{queued: job id}`", body = Object),
+        (status = 503, description = "not_ready: the models are still loading", body = crate::error::ErrorResponse),
+    ))]
+pub async fn retrain(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let model = engine
+        .embedding_model()
+        .map(|(m, _)| m.to_string())
+        .ok_or_else(|| {
+            ApiError::Internal(
+                "this deployment serves no embedding model to train heads over".into(),
+            )
+        })?;
+    let job = state
+        .pipeline()?
+        .retrain_global_aesthetic_now(&model, pipeline::photo::now_ms())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "queued": job })),
+    )
+        .into_response())
 }

@@ -449,7 +449,10 @@ pub fn router(state: AppState) -> Router {
             .route(
                 "/v1/users/{user}/feedback",
                 post(feedback::give).get(feedback::list),
-            );
+            )
+            .route("/v1/users/{user}/aesthetic", get(feedback::head))
+            .route("/v1/aesthetics", get(feedback::overview))
+            .route("/v1/aesthetics/retrain", post(feedback::retrain));
     }
     routes
         .route("/metrics", get(api::metrics))

@@ -143,9 +143,9 @@ const DISLIKED: [&str; 5] = [
     "Wood.jpg",
 ];
 
-/// A personal head trained from one user's feedback once they have 5
-/// signals of each kind, served without a restart, and scoring photos it
-/// was not trained on by that user's taste.
+/// A personal head trained from one user's feedback once they have 4
+/// signals of each kind, retrained as they give more, served without a
+/// restart, and scoring photos it was not trained on by that user's taste.
 async fn personal_heads_over_http(writer: Server, server: Server) {
     // Photos and signals go in through one server; everything is read
     // from the other, which learns of the heads by polling the store.
@@ -181,22 +181,42 @@ async fn personal_heads_over_http(writer: Server, server: Server) {
         assert_eq!(status, 200, "{photo}");
         photo["aesthetics"]["personal"].as_f64()
     };
+    let head = async || {
+        let (status, head) = request(&server, "GET", "/v1/users/green-fan/aesthetic", None).await;
+        (status == 200).then(|| (head["positives"].as_u64(), head["negatives"].as_u64()))
+    };
     // Too few signals: no head, and nothing invented.
-    for name in &LIKED[..4] {
+    for name in &LIKED[..3] {
         give(name, "like").await;
     }
-    for name in &DISLIKED[..4] {
+    for name in &DISLIKED[..3] {
         give(name, "dislike").await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(personal("TwoWings.jpg", "green-fan").await, None);
-    // The fifth of each: trained in the background, then served.
-    give(LIKED[4], "pick").await;
-    give(DISLIKED[4], "skip").await;
-    let wings = eventually("the head served", Duration::from_secs(60), async || {
+    let (status, answer) = request(&server, "GET", "/v1/users/green-fan/aesthetic", None).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (409, "no_aesthetic_head"),
+        "{answer}"
+    );
+    // The fourth of each (MIN_SIGNALS): trained in the background, then
+    // served.
+    give(LIKED[3], "like").await;
+    give(DISLIKED[3], "dislike").await;
+    eventually("the head served", Duration::from_secs(60), async || {
         personal("TwoWings.jpg", "green-fan").await
     })
     .await;
+    assert_eq!(head().await, Some((Some(4), Some(4))));
+    // Retrained as her feedback grows.
+    give(LIKED[4], "pick").await;
+    give(DISLIKED[4], "skip").await;
+    eventually("the head retrained", Duration::from_secs(60), async || {
+        (head().await == Some((Some(5), Some(5)))).then_some(())
+    })
+    .await;
+    let wings = personal("TwoWings.jpg", "green-fan").await.unwrap();
     let rocket = personal("rocket.jpg", "green-fan").await.unwrap();
     assert!(
         wings > rocket,
@@ -221,8 +241,16 @@ async fn personal_heads_over_http(writer: Server, server: Server) {
         "analyze {sent}, stored {wings}"
     );
     assert!(analysed["results"][0].get("embedding").is_none());
-    // The global head, trained on a schedule from everyone's signals (only
-    // hers here), scores for anyone; someone else has no personal score.
+    // The global head is trained from everyone's signals (only hers here)
+    // on a schedule (an hour here, so not yet) or on command; then it
+    // scores for anyone, and someone else still has no personal score.
+    let (_, overview) = request(&server, "GET", "/v1/aesthetics", None).await;
+    assert!(overview.get("global").is_none(), "{overview}");
+    assert_eq!(overview["personalHeads"], 1, "{overview}");
+    assert_eq!(overview["minSignals"], 4, "{overview}");
+    let (status, queued) = request(&writer, "POST", "/v1/aesthetics/retrain", None).await;
+    assert_eq!(status, 202, "{queued}");
+    assert!(queued["queued"].as_str().is_some(), "{queued}");
     let global = eventually(
         "the global head served",
         Duration::from_secs(60),
@@ -241,6 +269,11 @@ async fn personal_heads_over_http(writer: Server, server: Server) {
     )
     .await;
     assert!((0.0..=1.0).contains(&global));
+    let (_, overview) = request(&server, "GET", "/v1/aesthetics", None).await;
+    assert!(
+        overview["global"]["positives"].as_u64() >= Some(5),
+        "{overview}"
+    );
     let (_, photo) = request(
         &server,
         "GET",
@@ -332,7 +365,7 @@ async fn personal_embedded() {
             path: dir.join("darkroom.db"),
         };
         c.pipeline.concept_poll_ms = 200;
-        c.pipeline.aesthetic_global_every_s = 1;
+        c.pipeline.aesthetic_global_every_s = 3600;
     };
     let writer = Server::start(shared).await;
     let reader = Server::start(shared).await;
@@ -346,7 +379,7 @@ async fn personal_scale_out() {
     let tweak = |c: &mut server::ServerConfig| {
         backends.apply(c);
         c.pipeline.concept_poll_ms = 200;
-        c.pipeline.aesthetic_global_every_s = 1;
+        c.pipeline.aesthetic_global_every_s = 3600;
     };
     let writer = Server::start(tweak).await;
     let reader = Server::start(tweak).await;
