@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Personal aesthetic heads against simulated users with consistent tastes.
 
-    python3 bench/aesthetics.py [--home var] [--signals 5,10,20,50]
+    python3 bench/aesthetics.py [--home var] [--signals 4,5,10,20,50] [--no-choice]
 
 1. Real photos, really analysed: the labelled stock photographs
    (scripts/stock_corpus.py) are uploaded once to a `darkroom serve` of its
@@ -19,12 +19,17 @@
 4. Every held-out photo is scored for that user (`GET /v1/photos/{id}?user=`)
    and compared with the taste: the AUC (the chance a liked photo outscores
    a disliked one) and the Spearman correlation of the score with the taste
-   (0/1). Beside it: a head trained on everyone's signals at that n pooled
-   (what a global head, which learns from all users, knows about taste), and
-   a random ranking.
+   (0/1). Beside it: the global head (`aesthetics.global`), retrained on
+   command (`POST /v1/aesthetics/retrain`) after each round from every
+   user's signals so far and the reviewers' decisions, and a random ranking.
 5. It also prints the time from a user's last signal to their head being
    served (queue, training and the servers' poll, `pipeline.concept_poll_ms`
    = 200 here).
+6. Then which model a head should be, by measurement: the example
+   `head_choice` (crates/pipeline/examples/head_choice.rs) trains logistic
+   regression, logistic regression as an offset on the global head, and a
+   small MLP on the same draws of the same tastes and compares them on the
+   held-out photos (`--no-choice` skips it).
 
 Run it on an idle machine; it prints the load average it saw.
 """
@@ -34,6 +39,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 
@@ -102,6 +108,7 @@ def give(server, user, photo, signal):
                                     {"Content-Type": "application/json"})
     if status != 202:
         sys.exit(f"feedback for {user}: {status} {answer[:200]!r}")
+    return json.loads(answer)["atMs"]
 
 
 def personal(server, user, photo):
@@ -109,6 +116,48 @@ def personal(server, user, photo):
     if status != 200:
         sys.exit(f"GET /v1/photos/{photo}?user={user}: {status} {body[:200]!r}")
     return json.loads(body).get("aesthetics", {}).get("personal")
+
+
+def global_through(server):
+    status, body = server.get("/v1/aesthetics")
+    if status != 200:
+        sys.exit(f"GET /v1/aesthetics: {status} {body[:200]!r}")
+    return json.loads(body).get("global", {}).get("throughMs", 0)
+
+
+def retrain_global(server, through_ms, timeout=120):
+    """Retrains the global head now and waits until it is served with every
+    signal up to `through_ms`."""
+    status, body = server.request("POST", "/v1/aesthetics/retrain", b"")
+    if status != 202:
+        sys.exit(f"POST /v1/aesthetics/retrain: {status} {body[:200]!r}")
+    started = time.perf_counter()
+    while global_through(server) < through_ms:
+        if time.perf_counter() - started > timeout:
+            sys.exit(f"the global head was not retrained within {timeout} s")
+        time.sleep(0.1)
+
+
+def global_score(server, photo):
+    status, body = server.get(f"/v1/photos/{photo}")
+    return json.loads(body).get("aesthetics", {}).get("global")
+
+
+def head_choice(home, work, analysed):
+    """Writes the tastes of every analysed photo and runs the example that
+    compares the candidate models on them."""
+    path = os.path.join(work, "tastes.tsv")
+    with open(path, "w") as f:
+        f.write("# tastes: " + ",".join(t.replace(" ", "-") for t in TASTES) + "\n")
+        for photo, (keywords, held_out) in sorted(analysed.items()):
+            mine = [t.replace(" ", "-") for t, likes in TASTES.items() if likes(keywords)]
+            f.write(f"{photo}\t{int(held_out)}\t{','.join(mine)}\n")
+    print("\nwhich model a head should be (head_choice: logistic, offset on the global head, "
+          "MLP), on the same tastes:", flush=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(["cargo", "run", "--quiet", "--release", "-p", "pipeline", "--example",
+                    "head_choice", "--", os.path.join(work, "data", "darkroom.db"), path],
+                   cwd=root, check=True)
 
 
 def wait_for_head(server, user, probe, timeout=120):
@@ -123,7 +172,8 @@ def wait_for_head(server, user, probe, timeout=120):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--home", default=os.environ.get("DARKROOM_HOME", "var"))
-    ap.add_argument("--signals", default="5,10,20,50")
+    ap.add_argument("--signals", default="4,5,10,20,50")
+    ap.add_argument("--no-choice", action="store_true", help="skip the model comparison")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     home = os.path.abspath(args.home)
@@ -139,7 +189,10 @@ def main():
     # A fresh run: the users of an earlier run would keep their signals.
     run = time.strftime("%H%M%S")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    server = Server(home, work, settings=["pipeline.concept_poll_ms=200"])
+    # The global head is retrained on command after each round, not on the
+    # schedule.
+    server = Server(home, work, settings=["pipeline.concept_poll_ms=200",
+                                          "pipeline.aesthetic_global_every_s=86400"])
     try:
         analysed = {}
         for photo, keywords, held_out in rows:
@@ -153,8 +206,8 @@ def main():
         rng = random.Random(args.seed)
         results = []
         for n in sizes:
-            pooled = f"everyone-{n}-{run}"
             users = {}
+            last = 0
             for taste, likes in TASTES.items():
                 user = f"{taste.replace(' ', '-')}-{n}-{run}"
                 yes = sorted(p for p, k in pool.items() if likes(k))
@@ -163,19 +216,17 @@ def main():
                 rng.shuffle(no)
                 yes, no = yes[:n], no[:n]
                 for i, photo in enumerate(yes):
-                    give(server, user, photo, "pick" if i % 3 == 2 else "like")
-                    give(server, pooled, photo, "like")
+                    last = give(server, user, photo, "pick" if i % 3 == 2 else "like")
                 for i, photo in enumerate(no):
-                    give(server, user, photo, "skip" if i % 3 == 2 else "dislike")
-                    give(server, pooled, photo, "dislike")
+                    last = give(server, user, photo, "skip" if i % 3 == 2 else "dislike")
                 users[taste] = (user, len(yes), len(no))
             probe = next(iter(test))
             waits = [wait_for_head(server, u, probe) for u, _, _ in users.values()]
-            wait_for_head(server, pooled, probe)
+            retrain_global(server, last)
+            everyone = [global_score(server, p) for p in test]
             for taste, (user, n_yes, n_no) in users.items():
                 labels = [1 if TASTES[taste](k) else 0 for k in test.values()]
                 mine = [personal(server, user, p) for p in test]
-                everyone = [personal(server, pooled, p) for p in test]
                 chance = [rng.random() for _ in test]
                 results.append((taste, n, n_yes, n_no, sum(labels), auc(mine, labels),
                                 spearman(mine, labels), auc(everyone, labels),
@@ -183,14 +234,16 @@ def main():
                                 spearman(chance, labels)))
             print(f"n={n}: heads served {min(waits):.1f} to {max(waits):.1f} s after the last "
                   f"signal", flush=True)
-        print("\n| taste | signals (for / against) | liked held out | AUC personal | AUC pooled "
-              "| AUC random | Spearman personal | Spearman pooled | Spearman random |")
+        print("\n| taste | signals (for / against) | liked held out | AUC personal | AUC global "
+              "| AUC random | Spearman personal | Spearman global | Spearman random |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for (taste, n, yes, no, liked, a_me, s_me, a_all, s_all, a_rnd, s_rnd) in results:
             print(f"| {taste} | {yes} / {no} | {liked} of {len(test)} | {a_me:.3f} | "
                   f"{a_all:.3f} | {a_rnd:.3f} | {s_me:.3f} | {s_all:.3f} | {s_rnd:.3f} |")
     finally:
         server.stop()
+    if not args.no_choice:
+        head_choice(home, work, analysed)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 

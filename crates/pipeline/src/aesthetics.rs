@@ -7,17 +7,24 @@
 //! Once a user has [`MIN_SIGNALS`] signals of each kind (like or pick for,
 //! dislike or skip against) on photos with a stored embedding, the job
 //! trains a class-balanced logistic model on those embeddings
-//! ([`learn::train`], the same as concepts) and stores it; a job that
+//! ([`learn::train`], the same as concepts; logistic regression was
+//! measured against a small MLP and an offset on the global head, and
+//! chosen: `examples/head_choice.rs`) and stores it; a job that
 //! finds the head already current to the latest signal does nothing, so a
 //! burst of clicks trains once or twice, not once per click. Every process
 //! keeps the heads in memory ([`PersonalHeads`], kept by [`watch`]), so a
-//! retrained head is served within the poll interval, without a restart.
+//! retrained head is served within the poll interval, without a restart:
+//! the way the engine's trained concept heads are served, but in a table
+//! keyed by user rather than in the engine's head registry, because a
+//! personal head runs for its user's requests only, and also scores stored
+//! embeddings (a photo's page, search) where no model runs.
 //!
 //! The global head ([`GLOBAL_HEAD`]) is trained the same way from every
 //! user's signals plus reviewers' decisions (published for, rejected
 //! against), on a schedule: every `pipeline.aesthetic_global_every_s`
 //! each worker process queues the period's job, whose id is the period,
-//! so one runs ([`schedule_global`]). Until there are [`MIN_SIGNALS`] of
+//! so one runs ([`schedule_global`]); or on command
+//! ([`Pipeline::retrain_global_aesthetic_now`]). Until there are [`MIN_SIGNALS`] of
 //! each kind, it does not exist.
 
 use std::collections::HashMap;
