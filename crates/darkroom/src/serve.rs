@@ -99,11 +99,26 @@ fn set(flags: &mut toml::Table, path: &str, value: toml::Value) -> anyhow::Resul
         .map_err(|reason| anyhow::anyhow!("--set {path}: {reason}"))
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum AnalyzerArg {
+    /// The loaded models.
+    Models,
+    /// Made-up analyses of the real shape, no model run: for measuring the
+    /// control plane (bench/scale.py) only. Needs --role worker.
+    Synthetic,
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// What this process runs [default: all].
     #[arg(long, value_enum)]
     role: Option<RoleArg>,
+    /// What the workers analyse photos with [default: models]. `synthetic`
+    /// is for benchmarks of the control plane only: it needs --role worker,
+    /// is logged loudly, and /readyz and /metrics say it. No setting turns
+    /// it on.
+    #[arg(long, value_enum)]
+    analyzer: Option<AnalyzerArg>,
     #[command(flatten)]
     settings: SettingsArgs,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -195,7 +210,17 @@ impl ServeArgs {
 }
 
 pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.settings.load(home, args.layer()?)?;
+    let mut config = args.settings.load(home, args.layer()?)?;
+    if args.analyzer == Some(AnalyzerArg::Synthetic) {
+        if config.role != config::Role::Worker {
+            anyhow::bail!(
+                "--analyzer synthetic runs only with --role worker: it makes up every analysis, \
+                 for benchmarks of the control plane (bench/scale.py), and an API process must \
+                 not answer /v1/analyze with made-up results"
+            );
+        }
+        config.synthetic_analyzer = true;
+    }
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(ExitCode::SUCCESS);
@@ -223,9 +248,12 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
             server.abort();
             return Err(anyhow::Error::new(e));
         }
-        let engine = state.engine().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let names: Vec<&str> = engine.configs().iter().map(|c| c.name.as_str()).collect();
         let pipeline = state.pipeline().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let names: Vec<String> = match state.engine() {
+            Ok(engine) => engine.configs().iter().map(|c| c.name.clone()).collect(),
+            Err(_) if state.config().synthetic_analyzer => vec!["SYNTHETIC ANALYZER".into()],
+            Err(e) => anyhow::bail!("{e}"),
+        };
         eprintln!(
             "darkroom: ready in {:.1}s: {} ({} CPU workers); metadata {}, queue {}, blobs {}{}",
             started.elapsed().as_secs_f32(),

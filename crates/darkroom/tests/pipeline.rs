@@ -393,3 +393,93 @@ fn a_worker_drains_on_sigterm_and_hands_back_what_it_did_not_finish() {
     assert_eq!(done.len(), ids.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The synthetic analyzer (benchmarks of the control plane only) takes the
+/// explicit flag with `--role worker` and nothing else turns it on; a
+/// worker running it says so in its log, `/readyz` and `/metrics`, and the
+/// photos still go through the real pipeline to an outcome.
+#[test]
+fn the_synthetic_analyzer_needs_its_flag_and_says_so() {
+    let home = home();
+    let dir = scratch("pipeline-synthetic");
+    // Refused without --role worker, and as a setting in any layer.
+    let out = darkroom(&home, &["serve", "--analyzer", "synthetic"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("--role worker"),
+        "{text}"
+    );
+    let out = darkroom(&home, &["serve", "--set", "synthetic_analyzer=true"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("synthetic_analyzer"),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+        .env("DARKROOM_SYNTHETIC_ANALYZER", "true")
+        .arg("--home")
+        .arg(&home.root)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("synthetic_analyzer"),
+        "{text}"
+    );
+    let file = dir.join("darkroom.toml");
+    std::fs::write(&file, "synthetic_analyzer = true\n").unwrap();
+    let out = darkroom(&home, &["serve", "--config", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("synthetic_analyzer"),
+        "{text}"
+    );
+
+    let blobs = format!("storage.path=\"{}\"", dir.join("blobs").display());
+    let db = format!("metadata.path=\"{}\"", dir.join("darkroom.db").display());
+    let shared = ["--set", &blobs, "--set", &db];
+    let api = Served::start(&home, &[&["--role", "api"][..], &shared].concat());
+    let mut worker = Served::start(
+        &home,
+        &[
+            &["--role", "worker", "--analyzer", "synthetic"][..],
+            &shared,
+        ]
+        .concat(),
+    );
+    assert!(
+        worker.stderr_text().contains("SYNTHETIC ANALYZER"),
+        "{}",
+        worker.stderr_text()
+    );
+    let (code, ready) = http(&worker.address, &get("/readyz"));
+    assert_eq!(code, 200);
+    assert!(ready.contains("SYNTHETIC ANALYZER"), "{ready}");
+    let (_, metrics) = http(&worker.address, &get("/metrics"));
+    assert!(
+        metrics.contains("darkroom_synthetic_analyzer 1"),
+        "{metrics}"
+    );
+    let (_, ready) = http(&api.address, &get("/readyz"));
+    assert_eq!(ready, "ready\n");
+    let (_, metrics) = http(&api.address, &get("/metrics"));
+    assert!(
+        !metrics.contains("darkroom_synthetic_analyzer"),
+        "{metrics}"
+    );
+
+    let photos = photos(&home);
+    let ids = upload_all(&api, &photos);
+    let done = all_at_outcome(&api, &ids, Duration::from_secs(60));
+    for id in &ids {
+        let (_, body) = http(&api.address, &get(&format!("/v1/photos/{id}")));
+        let photo: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            photo["analysis"]["concepts"].as_array().map(Vec::len),
+            Some(10),
+            "{photo}"
+        );
+        assert_ne!(status(&done[id]), "failed", "{}", done[id]);
+    }
+}

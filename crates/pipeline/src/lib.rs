@@ -19,6 +19,8 @@
 //!   feedback — the training job and the watcher that serves them.
 //! - [`callback`]: callback URLs checked at upload and at delivery, so
 //!   they never reach private networks.
+//! - [`synthetic`]: the synthetic analyzer, a benchmark-only load mode that
+//!   takes the models out of a measurement of the control plane.
 
 pub mod aesthetics;
 pub mod callback;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod queue;
 pub mod service;
 pub mod store;
+pub mod synthetic;
 pub mod worker;
 
 // The photo, event, job and rule types live in the `domain` crate (no

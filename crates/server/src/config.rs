@@ -69,6 +69,13 @@ pub struct ServerConfig {
     /// deep a similar-photo query ranks, how often the index reads the event
     /// log and writes its snapshot.
     pub search: search::SearchSettings,
+    /// Workers answer every photo with a synthetic analysis instead of
+    /// running the models (`pipeline::synthetic`): for measuring the control
+    /// plane only. Set by `darkroom serve --role worker --analyzer
+    /// synthetic` and nothing else: no file, environment variable or `--set`
+    /// key reaches it.
+    #[serde(skip)]
+    pub synthetic_analyzer: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +175,7 @@ impl Default for ServerConfig {
             metadata: MetadataConfig::default(),
             queue: QueueConfig::default(),
             search: search::SearchSettings::default(),
+            synthetic_analyzer: false,
         }
     }
 }

@@ -161,6 +161,10 @@ impl AppState {
     /// models (on a blocking thread), then the workers if the role runs them.
     pub async fn start(&self) -> Result<(), StartError> {
         self.open_pipeline().await?;
+        if self.inner.config.synthetic_analyzer {
+            self.start_synthetic_workers();
+            return Ok(());
+        }
         let loader = self.clone();
         tokio::task::spawn_blocking(move || loader.load_engine())
             .await
@@ -174,6 +178,25 @@ impl AppState {
             self.schedule_global_aesthetic();
         }
         Ok(())
+    }
+
+    /// Starts the pipeline's workers on the synthetic analyzer (no models
+    /// loaded): a benchmark of the control plane only, said loudly.
+    fn start_synthetic_workers(&self) {
+        let Some(pipeline) = self.inner.pipeline.get() else {
+            return;
+        };
+        eprintln!(
+            "darkroom: WARNING: SYNTHETIC ANALYZER. No model runs: every photo gets a made-up \
+             analysis. For benchmarks of the control plane only; /readyz and /metrics say so."
+        );
+        let worker = pipeline::Worker::new(
+            pipeline.clone(),
+            Arc::new(pipeline::synthetic::SyntheticAnalyzer),
+            Arc::new(workers::JobMetrics(self.inner.metrics.clone())),
+        );
+        let handle = tokio::spawn(worker.run(self.inner.stop_workers.subscribe()));
+        *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     }
 
     /// Starts the pipeline's workers on this process's engine. Needs the
@@ -322,6 +345,10 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Relaxed)
     }
 
     pub fn metrics(&self) -> &Metrics {

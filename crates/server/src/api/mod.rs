@@ -328,14 +328,21 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 200 once the models are loaded, 503 while loading or shutting down.
+/// Readiness: 200 once the models are loaded, 503 while loading or shutting
+/// down. A worker on the synthetic analyzer (benchmarks only) says so here.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "ready"),
     (status = 503, description = "not_ready or shutting_down", body = ErrorResponse),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.engine()?;
     state.pipeline()?;
+    if state.config().synthetic_analyzer {
+        if state.shutting_down() {
+            return Err(ApiError::ShuttingDown);
+        }
+        return Ok("ready: SYNTHETIC ANALYZER, no model runs (benchmarks only)\n");
+    }
+    state.engine()?;
     Ok("ready\n")
 }
 
@@ -356,13 +363,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         pipeline_gauge.queue_depth = pipeline.queue().depth().await.ok();
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .metrics()
-            .render(&gauges, admission.as_ref(), &pipeline_gauge),
-    )
-        .into_response()
+    let mut text = state
+        .metrics()
+        .render(&gauges, admission.as_ref(), &pipeline_gauge);
+    if state.config().synthetic_analyzer {
+        text.push_str(
+            "# HELP darkroom_synthetic_analyzer 1: workers answer with made-up analyses (benchmarks only)\n\
+             # TYPE darkroom_synthetic_analyzer gauge\ndarkroom_synthetic_analyzer 1\n",
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// This document.
