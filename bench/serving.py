@@ -27,11 +27,11 @@ def free_port():
 class Server:
     """`darkroom serve` on the bench's own database and blobs."""
 
-    def __init__(self, home, work, settings=()):
+    def __init__(self, home, work, settings=(), args=(), log="serve.log"):
         self.port = free_port()
-        self.log = open(os.path.join(work, "serve.log"), "ab")
+        self.log = open(os.path.join(work, log), "ab")
         self.proc = subprocess.Popen(
-            [DARKROOM, "--home", home, "serve", "--listen", f"127.0.0.1:{self.port}",
+            [DARKROOM, "--home", home, "serve", "--listen", f"127.0.0.1:{self.port}", *args,
              "--set", f'metadata.path="{os.path.join(work, "data", "darkroom.db")}"',
              "--set", f'storage.path="{os.path.join(work, "blobs")}"',
              *[arg for s in settings for arg in ("--set", s)]],

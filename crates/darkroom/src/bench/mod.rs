@@ -58,7 +58,10 @@ Pipeline (--pipeline N): instead of /v1/analyze, upload N photos to POST {url}/v
 --concurrency uploads at once (each photo made unique by a trailer after its image data, so none is \
 deduplicated), then wait until the server's pipeline has taken all of them to an outcome \
 (published, needs_review, rejected or failed; read from darkroom_pipeline_photos at /metrics). \
-Reports uploads/s, upload latency, and end-to-end photos/s from the first upload to the last outcome.
+Reports uploads/s, upload latency, and end-to-end photos/s from the first upload to the last outcome. \
+With --rate R the uploads are open loop: one every 1/R s whether or not earlier ones were answered \
+(at most --max-in-flight waiting, the rest dropped), each tried once (429/503 counted as refused), \
+latency from the scheduled time; bench/scale.py ramps R.
 
 Progress goes to stderr once a second; stdout carries only the report (--json: one JSON object).";
 
@@ -101,7 +104,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
     /// Upload this many photos to /v1/photos and time them to an outcome, instead of /v1/analyze load.
-    #[arg(long, value_name = "N", conflicts_with_all = ["rate", "requests"])]
+    #[arg(long, value_name = "N", conflicts_with = "requests")]
     pipeline: Option<usize>,
     /// Send `Expect: 100-continue` and the body only once the server says
     /// continue (as curl does for large bodies): a refusal on the headers
@@ -175,14 +178,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .no_proxy()
             .build()?;
         let limit = Duration::from_secs(3600);
-        let report = runtime.block_on(pipeline::run(
-            client,
-            url,
-            photos,
-            count,
-            args.concurrency,
-            limit,
-        ))?;
+        let pace = match args.rate {
+            Some(rate) => pipeline::Pace::Open {
+                rate,
+                max_in_flight: args.max_in_flight,
+            },
+            None => pipeline::Pace::Closed(args.concurrency),
+        };
+        let report = runtime.block_on(pipeline::run(client, url, photos, count, pace, limit))?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

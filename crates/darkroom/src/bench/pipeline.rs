@@ -4,6 +4,13 @@
 //! until the pipeline has taken every one to an outcome, watching the
 //! server's `darkroom_pipeline_photos` gauge. Photos/s is N over the time
 //! from the first upload to the last outcome.
+//!
+//! With `--rate R` the uploads are open loop instead: one every 1/R s
+//! whether or not the earlier ones were answered (at most
+//! `--max-in-flight` waiting; the rest are dropped and counted), each
+//! tried once (a 429 or 503 is counted as refused, not retried), with
+//! its latency measured from its scheduled time. `bench/scale.py` ramps
+//! this rate to find where the pipeline stops keeping up.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +31,13 @@ pub struct PipelineReport {
     pub concurrency: usize,
     pub accepted: usize,
     pub upload_errors: usize,
+    /// Open loop: the upload rate asked for (absent: closed loop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Open loop: uploads answered 429 or 503 (not retried).
+    pub refused: usize,
+    /// Open loop: uploads not sent because `--max-in-flight` were waiting.
+    pub dropped: usize,
     pub uploads_per_second: f64,
     pub upload_p50_ms: Option<f64>,
     pub upload_p99_ms: Option<f64>,
@@ -44,16 +58,21 @@ impl PipelineReport {
             .iter()
             .map(|(s, n)| format!("{s} {n}"))
             .collect();
+        let how = match self.rate {
+            Some(rate) => format!("open loop at {rate:.0} uploads/s"),
+            None => format!("{} uploads at once", self.concurrency),
+        };
         format!(
-            "pipeline     {} ({} uploads at once)\n\
-             photos       {} uploaded, {} accepted, {} upload errors\n\
+            "pipeline     {} ({how})\n\
+             photos       {} uploaded, {} accepted, {} refused, {} dropped, {} upload errors\n\
              uploads      {:.1}/s, p50 {} ms, p99 {} ms\n\
              end to end   {:.1} photos/s ({:.1} s from first upload to last outcome; {:.1} s draining after the last upload)\n\
              outcomes     {}\n",
             self.url,
-            self.concurrency,
             self.photos,
             self.accepted,
+            self.refused,
+            self.dropped,
             self.upload_errors,
             self.uploads_per_second,
             ms(self.upload_p50_ms),
@@ -116,12 +135,81 @@ fn content_type(bytes: &[u8]) -> &'static str {
     }
 }
 
+/// How the uploads are sent.
+#[derive(Clone, Copy)]
+pub enum Pace {
+    /// This many uploaders, each sending the next photo when its last is
+    /// accepted (retrying after Retry-After on 429 and 503).
+    Closed(usize),
+    /// One upload every 1/rate s, answered or not, at most `max_in_flight`
+    /// waiting.
+    Open { rate: f64, max_in_flight: usize },
+}
+
+/// Uploads with the pace `Open`: each tried once, latency from its
+/// scheduled time. Returns (refused, dropped).
+#[allow(clippy::too_many_arguments)]
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    photos: &Arc<Vec<Vec<u8>>>,
+    nonce: u64,
+    count: usize,
+    rate: f64,
+    max_in_flight: usize,
+    latencies: &Arc<Mutex<Vec<f64>>>,
+    errors: &Arc<AtomicUsize>,
+) -> (usize, usize) {
+    let refused = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut dropped = 0;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(scheduled).await;
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            dropped += 1;
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let source = &photos[i % photos.len()];
+        let request = client
+            .post(format!("{url}/v1/photos"))
+            .header("content-type", content_type(source))
+            .body(unique(source, nonce, i));
+        let (latencies, errors, refused, in_flight) = (
+            latencies.clone(),
+            errors.clone(),
+            refused.clone(),
+            in_flight.clone(),
+        );
+        tasks.spawn(async move {
+            match request.send().await.map(|r| r.status().as_u16()) {
+                Ok(202) => {
+                    let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
+                    latencies.lock().expect("latencies").push(ms);
+                }
+                Ok(429 | 503) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    (refused.load(Ordering::Relaxed), dropped)
+}
+
 pub async fn run(
     client: reqwest::Client,
     url: String,
     photos: Vec<Vec<u8>>,
     count: usize,
-    concurrency: usize,
+    pace: Pace,
     limit: Duration,
 ) -> anyhow::Result<PipelineReport> {
     let before = outcomes(&client, &url).await?;
@@ -133,7 +221,28 @@ pub async fn run(
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
-    let uploaders: Vec<_> = (0..concurrency)
+    let (concurrency, rate, refused, dropped) = match pace {
+        Pace::Open {
+            rate,
+            max_in_flight,
+        } => {
+            let (refused, dropped) = open_loop(
+                &client,
+                &url,
+                &photos,
+                nonce,
+                count,
+                rate,
+                max_in_flight,
+                &latencies,
+                &errors,
+            )
+            .await;
+            (max_in_flight, Some(rate), refused, dropped)
+        }
+        Pace::Closed(concurrency) => (concurrency, None, 0, 0),
+    };
+    let uploaders: Vec<_> = (0..if rate.is_some() { 0 } else { concurrency })
         .map(|_| {
             let (client, url, photos, next, latencies, errors) = (
                 client.clone(),
@@ -229,6 +338,9 @@ pub async fn run(
         photos: count,
         concurrency,
         accepted,
+        rate,
+        refused,
+        dropped,
         upload_errors: errors.load(Ordering::Relaxed),
         uploads_per_second: accepted as f64 / (uploaded - start).as_secs_f64(),
         upload_p50_ms: percentile(&latencies, 50.0),
