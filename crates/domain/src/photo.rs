@@ -153,6 +153,46 @@ impl PhotoRecord {
         self.history.last().map_or(self.created_ms, |e| e.at_ms)
     }
 
+    /// Applies `t` as the store does (status, history, the fields it
+    /// sets), without checking `t.from`: the caller has.
+    pub fn apply(&mut self, t: &Transition) {
+        self.status = t.to;
+        self.history.push(StageEntry {
+            status: t.to,
+            at_ms: t.at_ms,
+            by: t.by.clone(),
+        });
+        if let Some(analysis) = &t.analysis {
+            self.analysis = Some(analysis.clone());
+        }
+        if let Some(review) = &t.review {
+            self.review = Some(review.clone());
+        }
+        if let Some(human) = &t.human_review {
+            self.human_review = Some(human.clone());
+        }
+        if let Some(keywords) = &t.keywords {
+            self.keywords = keywords.clone();
+        }
+        if let Some(error) = &t.error {
+            self.error = error.clone();
+        }
+        self.updated_ms = t.at_ms;
+    }
+
+    /// Applies a chain of transitions, each from where the one before left
+    /// the photo. `false` (and the record as it was before the first that
+    /// did not follow) if one does not start at the photo's status.
+    pub fn apply_chain(&mut self, chain: &[Transition]) -> bool {
+        for t in chain {
+            if t.from != self.status {
+                return false;
+            }
+            self.apply(t);
+        }
+        true
+    }
+
     /// The status before the last failure: where a retry resumes.
     pub fn resume_status(&self) -> Status {
         self.history

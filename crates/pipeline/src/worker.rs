@@ -4,7 +4,9 @@
 //!
 //! Every stage is a compare-and-set transition in the metadata store, so a
 //! job delivered twice (a worker died after the work but before the ack)
-//! finds the photo already moved on and leaves one result.
+//! finds the photo already moved on and leaves one result. The stages from
+//! the photo's status to its outcome commit together (each with its
+//! history entry and events): one transaction per photo.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,8 +333,21 @@ impl<A: Analyze, O: WorkerObserver> Worker<A, O> {
                 // transition and queueing it (the id deduplicates).
                 return self.queue_callback(&record).await;
             }
-            let t = self.next_stage(&record).await?;
-            record = match store.transition(&t).await? {
+            // The analysis needs outside work (the original, the models);
+            // the stages after it (review, index, publish) do not, so they
+            // are worked out on a copy and committed with it, in one
+            // transaction: one commit per photo rather than one per stage.
+            let mut chain = Vec::new();
+            let mut next = record.clone();
+            loop {
+                let t = self.next_stage(&next).await?;
+                next.apply(&t);
+                chain.push(t);
+                if next.status.is_outcome() {
+                    break;
+                }
+            }
+            record = match store.transitions(&chain).await? {
                 Some(updated) => updated,
                 // Another delivery moved it first: carry on from there.
                 None => store

@@ -505,6 +505,77 @@ async fn transition_is_compare_and_set(b: &Backends) {
     assert_eq!(race_events, 1, "only the winner's events are written");
 }
 
+/// A chain of stages commits together: every history entry and event, or
+/// (the photo not where the chain starts, or a link that does not follow)
+/// nothing.
+async fn transition_chains_commit_together(b: &Backends) {
+    insert(b, "c1", 1_000).await;
+    let link = |from, to, at_ms: i64| {
+        let mut t = Transition::new("c1", from, to, "worker:a:1", at_ms);
+        t.events.push(plain_event(
+            &format!("c1:chain:{}", to.as_str()),
+            "c1",
+            at_ms,
+        ));
+        t
+    };
+    let mut analyzed = link(Status::Stored, Status::Analyzed, 2_000);
+    analyzed.analysis = Some(analysis("c1"));
+    let mut indexed = link(Status::Reviewed, Status::Indexed, 2_002);
+    indexed.keywords = Some(vec!["beach".into(), "sea".into()]);
+    let chain = vec![
+        analyzed,
+        link(Status::Analyzed, Status::Reviewed, 2_001),
+        indexed,
+        link(Status::Indexed, Status::Published, 2_003),
+    ];
+    // Broken in the middle (reviewed → published skips indexed): nothing.
+    let broken = vec![chain[0].clone(), chain[1].clone(), chain[3].clone()];
+    assert_eq!(b.store.transitions(&broken).await.unwrap(), None);
+    let before = b.store.get("c1").await.unwrap().unwrap();
+    assert_eq!(before.status, Status::Stored);
+    assert!(all_events(b)
+        .await
+        .iter()
+        .all(|e| !e.id.starts_with("c1:chain:")));
+
+    let record = b.store.transitions(&chain).await.unwrap().expect("applied");
+    assert_eq!(record.status, Status::Published);
+    let stages: Vec<(Status, i64)> = record.history.iter().map(|e| (e.status, e.at_ms)).collect();
+    assert_eq!(
+        stages,
+        vec![
+            (Status::Stored, 1_000),
+            (Status::Analyzed, 2_000),
+            (Status::Reviewed, 2_001),
+            (Status::Indexed, 2_002),
+            (Status::Published, 2_003)
+        ]
+    );
+    assert_eq!(b.store.get("c1").await.unwrap(), Some(record.clone()));
+    assert_eq!(
+        b.store.photos_with_keyword("sea", 10).await.unwrap(),
+        vec!["c1".to_string()]
+    );
+    let written: Vec<String> = all_events(b)
+        .await
+        .into_iter()
+        .filter(|e| e.id.starts_with("c1:chain:"))
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        written,
+        [
+            "c1:chain:analyzed",
+            "c1:chain:reviewed",
+            "c1:chain:indexed",
+            "c1:chain:published"
+        ]
+    );
+    // Again (a redelivered job): the photo has moved on, nothing happens.
+    assert_eq!(b.store.transitions(&chain).await.unwrap(), None);
+}
+
 async fn transition_replaces_fields_and_indexes_keywords(b: &Backends) {
     insert(b, "p1", 1_000).await;
     insert(b, "p2", 1_001).await;
@@ -1641,6 +1712,7 @@ macro_rules! suite {
             insert_is_idempotent,
             get_unknown_is_none,
             transition_is_compare_and_set,
+            transition_chains_commit_together,
             transition_replaces_fields_and_indexes_keywords,
             list_pages_in_seq_order,
             pending_and_count_by_status,

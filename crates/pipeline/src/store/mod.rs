@@ -149,7 +149,16 @@ impl MetaStore {
     /// updated record, or `None` when the photo is missing or not in
     /// `t.from` (another worker got there first; nothing is written).
     pub async fn transition(&self, t: &Transition) -> StoreResult<Option<PhotoRecord>> {
-        dispatch!(self, s => s.transition(t).await)
+        self.transitions(std::slice::from_ref(t)).await
+    }
+
+    /// A chain of transitions, each from where the one before left the
+    /// photo, in one transaction: all applied (the updated record), or, if
+    /// the photo is not in the first one's `from`, none (`None`). The
+    /// worker commits the stages that need no outside work (review, index,
+    /// publish) with the analysis this way: one commit per photo, not four.
+    pub async fn transitions(&self, chain: &[Transition]) -> StoreResult<Option<PhotoRecord>> {
+        dispatch!(self, s => s.transitions(chain).await)
     }
 
     /// Photos not at an outcome (stored, analyzed, reviewed, indexed):

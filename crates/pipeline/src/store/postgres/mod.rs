@@ -426,13 +426,16 @@ impl PgStore {
         rows.iter().map(photo_from_row).collect()
     }
 
-    pub async fn transition(&self, t: &Transition) -> StoreResult<Option<PhotoRecord>> {
+    pub async fn transitions(&self, chain: &[Transition]) -> StoreResult<Option<PhotoRecord>> {
+        let Some(first) = chain.first() else {
+            return Ok(None);
+        };
         let mut lease = self.acquire().await?;
         let Conn { client, statements } = lease.conn();
         let tx = client.transaction().await.map_err(pg_error)?;
         let select = statement(statements, &tx, SELECT_PHOTO_FOR_UPDATE).await?;
         let Some(row) = tx
-            .query_opt(&select, &[&t.photo_id])
+            .query_opt(&select, &[&first.photo_id])
             .await
             .map_err(pg_error)?
         else {
@@ -440,31 +443,9 @@ impl PgStore {
             return Ok(None);
         };
         let mut record = photo_from_row(&row)?;
-        if record.status != t.from {
+        if !record.apply_chain(chain) {
             return Ok(None);
         }
-        record.status = t.to;
-        record.history.push(StageEntry {
-            status: t.to,
-            at_ms: t.at_ms,
-            by: t.by.clone(),
-        });
-        if let Some(analysis) = &t.analysis {
-            record.analysis = Some(analysis.clone());
-        }
-        if let Some(review) = &t.review {
-            record.review = Some(review.clone());
-        }
-        if let Some(human) = &t.human_review {
-            record.human_review = Some(human.clone());
-        }
-        if let Some(keywords) = &t.keywords {
-            record.keywords = keywords.clone();
-        }
-        if let Some(error) = &t.error {
-            record.error = error.clone();
-        }
-        record.updated_ms = t.at_ms;
         let update = statement(statements, &tx, UPDATE_PHOTO).await?;
         tx.execute(
             &update,
@@ -482,7 +463,7 @@ impl PgStore {
         )
         .await
         .map_err(pg_error)?;
-        if t.keywords.is_some() {
+        if chain.iter().any(|t| t.keywords.is_some()) {
             let delete = statement(statements, &tx, DELETE_KEYWORDS).await?;
             tx.execute(&delete, &[&record.seq])
                 .await
@@ -494,10 +475,14 @@ impl PgStore {
                     .map_err(pg_error)?;
             }
         }
-        if let Some(embedding) = &t.embedding {
-            upsert_embedding(statements, &tx, record.seq, embedding, t.at_ms).await?;
+        let mut events = Vec::new();
+        for t in chain {
+            if let Some(embedding) = &t.embedding {
+                upsert_embedding(statements, &tx, record.seq, embedding, t.at_ms).await?;
+            }
+            events.extend_from_slice(&t.events);
         }
-        append_in(statements, &tx, &t.events).await?;
+        append_in(statements, &tx, &events).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(Some(record))
     }

@@ -282,59 +282,40 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn transition(&self, t: &Transition) -> StoreResult<Option<PhotoRecord>> {
-        let t = t.clone();
+    pub async fn transitions(&self, chain: &[Transition]) -> StoreResult<Option<PhotoRecord>> {
+        let chain = chain.to_vec();
         self.write(move |conn| {
+            let Some(first) = chain.first() else {
+                return Ok(None);
+            };
             // IMMEDIATE: the write lock is held from the status check to the
             // commit, so of two workers racing on one photo exactly one sees
             // `from` (the other waits, then reads the new status).
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
-            let Some(mut record) = select_photo(&tx, &t.photo_id)? else {
+            let Some(mut record) = select_photo(&tx, &first.photo_id)? else {
                 return Ok(None);
             };
-            if record.status != t.from {
+            if !record.apply_chain(&chain) {
                 return Ok(None);
             }
-            record.status = t.to;
-            record.history.push(StageEntry {
-                status: t.to,
-                at_ms: t.at_ms,
-                by: t.by.clone(),
-            });
-            if let Some(analysis) = t.analysis {
-                record.analysis = Some(analysis);
-            }
-            if let Some(review) = t.review {
-                record.review = Some(review);
-            }
-            if let Some(human_review) = t.human_review {
-                record.human_review = Some(human_review);
-            }
-            if let Some(error) = t.error {
-                record.error = error;
-            }
-            record.updated_ms = t.at_ms;
-            if let Some(keywords) = t.keywords {
+            if chain.iter().any(|t| t.keywords.is_some()) {
                 tx.execute(
                     "DELETE FROM photo_keywords WHERE photo_seq = ?1",
                     params![record.seq],
                 )
                 .map_err(db_err)?;
-                {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "INSERT OR IGNORE INTO photo_keywords (keyword, photo_seq, photo_id) \
-                             VALUES (?1, ?2, ?3)",
-                        )
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO photo_keywords (keyword, photo_seq, photo_id) \
+                         VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(db_err)?;
+                for keyword in &record.keywords {
+                    stmt.execute(params![keyword, record.seq, record.id])
                         .map_err(db_err)?;
-                    for keyword in &keywords {
-                        stmt.execute(params![keyword, record.seq, record.id])
-                            .map_err(db_err)?;
-                    }
                 }
-                record.keywords = keywords;
             }
             let updated = tx
                 .execute(
@@ -351,7 +332,7 @@ impl SqliteStore {
                         record.error,
                         record.updated_ms,
                         record.seq,
-                        t.from.as_str(),
+                        first.from.as_str(),
                     ],
                 )
                 .map_err(db_err)?;
@@ -359,10 +340,12 @@ impl SqliteStore {
                 // Cannot happen under the write lock; if it did, write nothing.
                 return Ok(None);
             }
-            if let Some(embedding) = &t.embedding {
-                upsert_embedding(&tx, record.seq, embedding, t.at_ms)?;
+            for t in &chain {
+                if let Some(embedding) = &t.embedding {
+                    upsert_embedding(&tx, record.seq, embedding, t.at_ms)?;
+                }
+                insert_events(&tx, &t.events)?;
             }
-            insert_events(&tx, &t.events)?;
             tx.commit().map_err(db_err)?;
             Ok(Some(record))
         })
