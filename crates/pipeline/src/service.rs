@@ -141,9 +141,15 @@ pub struct Pipeline {
     /// Thresholds of the active trained concepts (kept by
     /// [`crate::concepts::watch`]) and of the built-in keywords.
     pub(crate) thresholds: std::sync::RwLock<std::sync::Arc<crate::rules::Thresholds>>,
+    /// The pending count admission last read, when, and the uploads this
+    /// process accepted since (see [`Pipeline::pending_estimate`]).
+    pending: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
     /// Dropped with the pipeline, which stops the event relay.
     _relay_stop: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long admission trusts its last count of the pending photos.
+const PENDING_FRESH: Duration = Duration::from_millis(100);
 
 impl Pipeline {
     /// Connects to the metadata store and the queue, creating tables and
@@ -185,6 +191,7 @@ impl Pipeline {
             rules: options.rules,
             config: options.pipeline,
             thresholds: Default::default(),
+            pending: Default::default(),
             _relay_stop: relay_stop,
         })
     }
@@ -220,7 +227,7 @@ impl Pipeline {
             self.queue_if_stored(&existing).await?;
             return Ok((existing, false));
         }
-        let pending = self.store.pending().await?;
+        let pending = self.pending_estimate().await?;
         if pending >= self.config.max_pending {
             return Err(PipelineError::Backlogged {
                 pending,
@@ -250,8 +257,36 @@ impl Pipeline {
                 &[uploaded],
             )
             .await?;
+        if created {
+            if let Some((_, n)) = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                *n += 1;
+            }
+        }
         self.queue_if_stored(&record).await?;
         Ok((record, created))
+    }
+
+    /// The photos not yet at an outcome, for admission: counted in the
+    /// store at most every 100 ms (a count per upload was one of the
+    /// commits a photo cost, and grows with the backlog), plus the uploads
+    /// this process accepted since. It can only over-count (photos that
+    /// reached an outcome meanwhile), so the backlog stays bounded: by
+    /// `max_pending`, plus what other API processes accept within 100 ms.
+    async fn pending_estimate(&self) -> PipelineResult<u64> {
+        if let Some((at, n)) = *self.pending.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < PENDING_FRESH {
+                return Ok(n);
+            }
+        }
+        let n = self.store.pending().await?;
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), n));
+        Ok(n)
     }
 
     async fn queue_if_stored(&self, record: &PhotoRecord) -> PipelineResult<()> {

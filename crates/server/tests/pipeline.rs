@@ -815,3 +815,35 @@ async fn an_upload_passes_the_same_admission_as_analyze() {
     admitted().await;
     server.stop().await;
 }
+
+/// Uploads past `pipeline.max_pending` photos waiting are refused with 503
+/// and `Retry-After`, counting the ones this process just accepted even
+/// while admission's count of the store is fresh; a photo already stored
+/// is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_backlog_limit_are_refused() {
+    let server = Server::start(|config| {
+        // No workers: nothing leaves the backlog.
+        config.role = server::Role::Api;
+        config.pipeline.max_pending = 2;
+    })
+    .await;
+    let photos = ["coffee.png", "chelsea.png", "camera.png"].map(sample);
+    for photo in &photos[..2] {
+        let (status, body) = upload(&server, photo, "").await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, body, headers) = server
+        .post_to("/v1/photos", "image/png", photos[2].clone())
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    // Still refused once admission counts the store again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = upload(&server, &photos[2], "").await;
+    assert_eq!(status, 503, "{body}");
+    // A photo already stored is not a new one: its record comes back.
+    let (status, body) = upload(&server, &photos[0], "").await;
+    assert!(matches!(status, 200 | 202), "{status} {body}");
+    server.stop().await;
+}
