@@ -226,7 +226,7 @@ def main():
                        out=report["photos_per_second"], p50=float(p50 or 0), p99=float(p99 or 0),
                        depth=sum(depth) / len(depth), depth_max=max(depth), commits=commits,
                        fsyncs=fsyncs, locks=sum(locks) / len(locks), msgs=msgs, cpu=cpu,
-                       drain=report["drain_seconds"],
+                       drain=report["drain_seconds"], load=os.getloadavg()[0],
                        lost=report["refused"] + report["dropped"] + report["upload_errors"],
                        count=count)
             rows.append(row)
@@ -237,7 +237,9 @@ def main():
                   f"{cpu['nats']:.0f} / {cpu['tool']:.0f} |", flush=True)
             if row["drain"] > 2 or row["lost"] > 0.01 * count:
                 print(f"\nnot keeping up at {rate:.0f} uploads/s: outcomes {row['drain']:.1f} s "
-                      f"behind the last upload; {row['lost']} uploads refused, dropped or failed")
+                      f"behind the last upload; of {count} uploads {report['refused']} refused "
+                      f"(429/503), {report['dropped']} dropped (too many waiting), "
+                      f"{report['upload_errors']} failed")
                 topped_out = True
                 break
             time.sleep(2)
@@ -266,8 +268,9 @@ def verdict(rows, workers, topped_out):
           f"({', '.join(f'{k} {v:.0f}%' for k, v in sorted(last['cpu'].items(), key=lambda kv: -kv[1]))})")
     if not topped_out:
         pass
-    elif total > 0.85 * CORES * 100:
-        print(f"first bottleneck: the machine's {CORES} cores, shared; {top} uses the largest share")
+    elif total > 0.75 * CORES * 100 or last["load"] > CORES:
+        print(f"first bottleneck: the machine's {CORES} cores, shared (load average "
+              f"{last['load']:.1f}); {top} uses the largest share")
     else:
         print(f"first bottleneck: not CPU ({total:.0f}% of {CORES * 100}%): look at the lock waits "
               f"({last['locks']:.1f}) and WAL fsyncs ({last['fsyncs']:.0f}/s)")
