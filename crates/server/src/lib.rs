@@ -190,13 +190,7 @@ impl AppState {
             "darkroom: WARNING: SYNTHETIC ANALYZER. No model runs: every photo gets a made-up \
              analysis. For benchmarks of the control plane only; /readyz and /metrics say so."
         );
-        let worker = pipeline::Worker::new(
-            pipeline.clone(),
-            Arc::new(pipeline::synthetic::SyntheticAnalyzer),
-            Arc::new(workers::JobMetrics(self.inner.metrics.clone())),
-        );
-        let handle = tokio::spawn(worker.run(self.inner.stop_workers.subscribe()));
-        *self.inner.workers.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        self.run_workers(pipeline, pipeline::synthetic::SyntheticAnalyzer);
     }
 
     /// Starts the pipeline's workers on this process's engine. Needs the
@@ -206,11 +200,17 @@ impl AppState {
         else {
             return;
         };
+        // The engine itself, not `state.engine()`: that refuses new work
+        // during shutdown, and a draining worker finishes its jobs.
+        self.run_workers(pipeline, engine::PipelineAnalyzer(engine.clone()));
+    }
+
+    /// Runs the pipeline's workers on `analyzer` until shutdown, their jobs
+    /// counted in `/metrics`.
+    fn run_workers<A: pipeline::Analyze>(&self, pipeline: &Arc<pipeline::Pipeline>, analyzer: A) {
         let worker = pipeline::Worker::new(
             pipeline.clone(),
-            // The engine itself, not `state.engine()`: that refuses new work
-            // during shutdown, and a draining worker finishes its jobs.
-            Arc::new(engine::PipelineAnalyzer(engine.clone())),
+            Arc::new(analyzer),
             Arc::new(workers::JobMetrics(self.inner.metrics.clone())),
         );
         let handle = tokio::spawn(worker.run(self.inner.stop_workers.subscribe()));
